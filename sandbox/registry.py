@@ -1,0 +1,296 @@
+"""One generic registry, and the mixer registry built on it.
+
+A :class:`Registry` maps explicit snake_case keys to constructors plus metadata. Mixers are its first instance
+(:data:`MIXERS`); networks and tasks use the same class.
+
+    >>> from sandbox import build_mixer, list_mixers
+    >>> list_mixers("hyena*")
+    ['hyena', 'hyena_bi', 'hyena_pixel']
+    >>> mixer = build_mixer({"name": "hco", "k_mode": "fixed", "k": 0.5}, dim=32)
+
+Importing this module imports neither the operators nor basicsr, lpips or optuna: the built-in operators and the
+plugins are imported the first time a registry is queried.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import fnmatch
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from .errors import OptionError, SandboxError, UnknownNameError
+
+__all__ = [
+    "Registry",
+    "Entry",
+    "MIXERS",
+    "register_mixer",
+    "build_mixer",
+    "list_mixers",
+    "mixer_info",
+    "parse_spec",
+]
+
+_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered constructor and its metadata."""
+
+    name: str
+    obj: Callable[..., Any]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def module(self) -> str:
+        return getattr(self.obj, "__module__", "?")
+
+    @property
+    def summary(self) -> str:
+        """First line of the constructor's docstring."""
+        doc = inspect.getdoc(self.obj) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def options(self, skip: int = 0) -> dict[str, Any]:
+        """Keyword options after ``skip`` positional arguments, with defaults (``inspect.Parameter.empty`` if none)."""
+        return _options(self.obj, skip)[0]
+
+
+def _options(obj: Callable[..., Any], skip: int = 0) -> tuple[dict[str, Any], bool]:
+    """(keyword options after ``skip`` positional arguments, whether it takes ``**kwargs``)."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    params = list(inspect.signature(target).parameters.values())
+    if inspect.isclass(obj):
+        params = params[1:]  # self
+    params = params[skip:]
+    opts, var_kw = {}, False
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            opts[p.name] = p.default
+    return opts, var_kw
+
+
+class Registry:
+    """A named collection of constructors with explicit snake_case keys.
+
+    Args:
+        kind: singular noun used in messages ("mixer", "network", "task").
+        list_hint: how a user lists the keys, quoted in the unknown-name error.
+        required_meta: metadata fields every registration must give.
+        populate: called once, on first query, to import the modules that register entries (built-ins, plugins).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        list_hint: str = "",
+        required_meta: Sequence[str] = (),
+        populate: Callable[[], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.list_hint = list_hint
+        self.required_meta = tuple(required_meta)
+        self._populate = populate
+        self._populated = populate is None
+        self._entries: dict[str, Entry] = {}
+
+    # ----------------------------------------------------------------------------------------------- registration
+    def register(self, name: str, **meta: Any) -> Callable[[Callable], Callable]:
+        """Decorator: ``@MIXERS.register("hco", paper=..., family=...)``. A key registered twice is an error."""
+        if not isinstance(name, str) or not _KEY_RE.match(name):
+            raise SandboxError(f"{self.kind} key {name!r} is not snake_case (lowercase letters, digits, underscores)")
+        missing = [m for m in self.required_meta if m not in meta]
+        if missing:
+            raise SandboxError(f"{self.kind} {name!r} is registered without metadata {', '.join(missing)}")
+
+        def decorator(obj: Callable) -> Callable:
+            if name in self._entries:
+                old = self._entries[name].module
+                raise SandboxError(
+                    f"{self.kind} {name!r} is already registered (by {old}); pick another key for {obj.__module__}"
+                )
+            self._entries[name] = Entry(name, obj, dict(meta))
+            if inspect.isclass(obj):
+                obj.registry_key = name  # lets an instance say which key built it
+            return obj
+
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove a key (tests and interactive sessions that re-register a plugin)."""
+        self._entries.pop(name, None)
+
+    # ---------------------------------------------------------------------------------------------------- queries
+    def _ensure(self) -> None:
+        if not self._populated:
+            self._populated = True  # set first: populate() may query the registry
+            try:
+                self._populate()
+            except BaseException:
+                self._populated = False
+                raise
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        self._ensure()
+        return len(self._entries)
+
+    def entry(self, name: str) -> Entry:
+        """The :class:`Entry` for ``name``; an unknown name raises :class:`UnknownNameError` with close matches."""
+        self._ensure()
+        if name in self._entries:
+            return self._entries[name]
+        raise UnknownNameError(self._unknown_message(name))
+
+    def get(self, name: str) -> Callable[..., Any]:
+        return self.entry(name).obj
+
+    def _unknown_message(self, name: Any) -> str:
+        keys = sorted(self._entries)
+        close = difflib.get_close_matches(str(name), keys, n=3, cutoff=0.6)
+        prefix = [k for k in keys if str(name) and (k.startswith(str(name)) or str(name).startswith(k))]
+        close += [k for k in prefix if k not in close][: max(0, 3 - len(close))]
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        stem = re.split(r"[_\W]", str(name))[0][:5] if name else ""
+        listing = self.list_hint.format(pattern=f"*{stem}*" if stem else "*")
+        return f"unknown {self.kind} {name!r}; {hint}{listing}".rstrip("; ")
+
+    def list(self, pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()) -> list[str]:
+        """Sorted keys matching any fnmatch ``pattern`` and none of ``exclude`` (``'hyena*'``, ``['conv', 'pool']``)."""
+        self._ensure()
+        include = [pattern] if isinstance(pattern, str) else list(pattern)
+        excl = [exclude] if isinstance(exclude, str) else list(exclude)
+        include = include or ["*"]
+        return sorted(
+            k
+            for k in self._entries
+            if any(fnmatch.fnmatchcase(k, p) for p in include) and not any(fnmatch.fnmatchcase(k, p) for p in excl)
+        )
+
+    # ------------------------------------------------------------------------------------------------------ build
+    def build(self, spec: str | Mapping[str, Any], *args: Any, **overrides: Any) -> Any:
+        """Build from a spec: a key (``"hco"``), ``"hco:k_mode=fixed,k=0.5"``, or a mapping ``{"name": ..., **options}``.
+
+        Positional ``args`` go to the constructor first (a mixer's ``dim``); ``overrides`` are merged over the
+        spec's options. An unknown option raises :class:`OptionError` naming the options the constructor accepts.
+        """
+        name, options = parse_spec(spec, self.kind)
+        options.update(overrides)
+        entry = self.entry(name)
+        accepted, var_kw = _options(entry.obj, skip=len(args))
+        unknown = [k for k in options if k not in accepted]
+        if unknown and not var_kw:
+            bad = unknown[0]
+            close = difflib.get_close_matches(bad, list(accepted), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            listed = ", ".join(accepted) if accepted else "none"
+            raise OptionError(f"{self.kind} {name!r} has no option {bad!r}; {hint}it accepts: {listed}")
+        return entry.obj(*args, **options)
+
+
+def _literal(text: str) -> Any:
+    """Parse a command-line value: Python literals (numbers, booleans, None, lists), else the bare string."""
+    lowered = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_spec(spec: str | Mapping[str, Any], kind: str = "component") -> tuple[str, dict[str, Any]]:
+    """Split a spec into ``(name, options)``.
+
+    Accepts ``"name"``, ``"name:key=value,key=value"`` (values parsed as Python literals, else strings) and mappings
+    with a ``name`` key. The mapping is not modified.
+    """
+    if isinstance(spec, Mapping):
+        if "name" not in spec:
+            raise OptionError(f"{kind} spec {dict(spec)!r} has no 'name' key; expected {{'name': ..., **options}}")
+        options = {k: v for k, v in spec.items() if k != "name"}
+        return str(spec["name"]), options
+    if not isinstance(spec, str):
+        raise OptionError(f"{kind} spec {spec!r} is neither a name, 'name:key=value,...', nor a mapping with 'name'")
+    name, _, rest = spec.partition(":")
+    options: dict[str, Any] = {}
+    # split on commas that start a new key=value pair, so list values like sizes=[3,5] survive
+    for item in re.split(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)", rest) if rest.strip() else []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise OptionError(f"{kind} spec {spec!r}: {item!r} is not key=value")
+        options[key.strip()] = _literal(value.strip())
+    return name.strip(), options
+
+
+# ---------------------------------------------------------------------------------------------------------- mixers
+def _populate_mixers() -> None:
+    import operators  # noqa: F401  (registers the built-in mixers)
+
+    from .plugins import load_plugins
+
+    load_plugins()  # SANDBOX_PLUGINS and installed entry points
+
+
+MIXERS = Registry(
+    "mixer",
+    list_hint="list them with `python -m sandbox mixers` or list_mixers('{pattern}')",
+    required_meta=("paper", "family", "complexity", "sizes"),
+    populate=_populate_mixers,
+)
+
+
+def register_mixer(
+    name: str,
+    *,
+    paper: str,
+    family: str,
+    complexity: str,
+    sizes: str = "any H, W >= 1",
+    size_multiple: int = 1,
+    **meta: Any,
+) -> Callable[[Callable], Callable]:
+    """Register a token mixer class under ``name``.
+
+    The class must follow the mixer contract (see ``operators/__init__.py``): ``cls(dim, **options)`` is an
+    ``nn.Module`` whose ``forward`` maps (B, C, H, W) to (B, C, H, W).
+
+    Args:
+        name: snake_case registry key.
+        paper: short citation of the paper the operator comes from.
+        family: operator family ("heat", "liquid", "hyena", "attention", "conv", "spectral", "pool", "identity", ...).
+        complexity: time complexity in the token count N = H*W, e.g. "O(N^1.5)".
+        sizes: which input sizes it accepts, in words.
+        size_multiple: H and W must be multiples of this (1 = any size).
+    """
+    return MIXERS.register(
+        name, paper=paper, family=family, complexity=complexity, sizes=sizes, size_multiple=size_multiple, **meta
+    )
+
+
+def build_mixer(spec: str | Mapping[str, Any], dim: int, **overrides: Any):
+    """Build a mixer from a name, ``"name:key=value,..."`` or ``{"name": ..., **options}`` for ``dim`` channels."""
+    return MIXERS.build(spec, dim, **overrides)
+
+
+def list_mixers(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()) -> list[str]:
+    """Registered mixer keys matching fnmatch ``pattern`` (e.g. ``'hyena*'``) minus ``exclude``, sorted."""
+    return MIXERS.list(pattern, exclude)
+
+
+def mixer_info(name: str) -> Entry:
+    """The registry entry (constructor, metadata, options) of mixer ``name``."""
+    return MIXERS.entry(name)
