@@ -1,1 +1,300 @@
-"""Placeholder: being written."""
+"""Heat conduction operator (HCO) of vHeat, with fixed, learnable and predicted conductivity k.
+
+Heat diffusion du/dt = k * Laplacian(u) with zero-flux (Neumann) boundaries is diagonal in the orthonormal DCT-II
+basis: a cosine mode with frequencies (w_n, w_m) = (n pi / H, m pi / W) decays by exp(-k (w_n^2 + w_m^2) t). So
+
+    u(t) = IDCT2( DCT2(u0) * exp(-k (w_n^2 + w_m^2) t) ).
+
+vHeat writes the decay as E**k with E = exp(-(w_n^2 + w_m^2)) (t = 1 absorbed into k). The DCT is computed either as
+dense matrix products with cached cosine bases (vHeat's choice, O(N^1.5)) or with real FFTs of length 2H and 2W
+(O(N log N)); ``dct_path="auto"`` picks the faster one for the size (see :data:`FFT_MIN_SIZE`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sandbox.errors import SandboxError, check_choice, check_positive
+from sandbox.registry import register_mixer
+
+from ._common import LayerNormCF, SizeCache, fp32, linear_cf
+
+K_MODES = ("fixed", "learnable", "predicted", "predicted_shared")
+DCT_PATHS = ("auto", "matrix", "fft")
+
+# "auto" uses the FFT path when max(H, W) >= this, per device type. Measured with
+# `python experiments/bench_dct.py` (forward+backward of hco, dim 64): on the 2-core CPU the matrix path is faster up
+# to 128 px and the FFT path from 256 px; on GPUs dense matmuls win at every practical size (zh217/torch-dct #1).
+FFT_MIN_SIZE = {"cpu": 192, "cuda": 1 << 30}
+
+_BASES = SizeCache(maxsize=32)  # cosine bases and frequency grids, shared by all HCO layers (they depend on size only)
+
+
+# --------------------------------------------------------------------------------------------------- DCT primitives
+def cos_basis(n: int, device: torch.device | str = "cpu") -> Tensor:
+    """Orthonormal DCT-II matrix C (n, n): C[k, x] = sqrt(2/n) cos(pi k (x + 0.5) / n), row 0 scaled by 1/sqrt(2).
+
+    ``C @ x`` is scipy's ``dct(x, type=2, norm="ortho")``; ``C.T`` is its inverse. Cached per (n, device), fp32.
+    """
+
+    def make() -> Tensor:
+        k = torch.arange(n, dtype=torch.float64)[:, None]
+        x = torch.arange(n, dtype=torch.float64)[None, :]
+        c = torch.cos(math.pi * k * (x + 0.5) / n) * math.sqrt(2.0 / n)
+        c[0] /= math.sqrt(2.0)
+        return c.to(device=device, dtype=torch.float32)
+
+    return _BASES.get(("cos", n, str(device)), make)
+
+
+def frequency_sq(h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
+    """w_n^2 + w_m^2 on the (h, w) DCT grid, w_n = n pi / h, w_m = m pi / w (vHeat's decay map exponent), fp32."""
+
+    def make() -> Tensor:
+        wn = torch.arange(h, dtype=torch.float64) * (math.pi / h)
+        wm = torch.arange(w, dtype=torch.float64) * (math.pi / w)
+        return (wn[:, None] ** 2 + wm[None, :] ** 2).to(device=device, dtype=torch.float32)
+
+    return _BASES.get(("w2", h, w, str(device)), make)
+
+
+def _twiddle(n: int, device, sign: float) -> Tensor:
+    """exp(sign * i pi k / (2n)) for k = 0..n-1, complex64, cached."""
+
+    def make() -> Tensor:
+        k = torch.arange(n, dtype=torch.float64)
+        return torch.polar(torch.ones_like(k), sign * math.pi * k / (2 * n)).to(device=device, dtype=torch.complex64)
+
+    return _BASES.get(("tw", n, sign, str(device)), make)
+
+
+def _dct_fft(x: Tensor, dim: int) -> Tensor:
+    """Orthonormal DCT-II along ``dim`` via a real FFT of length 2n (zero padded): Re(e^{-i pi k/2n} FFT(x)_k)."""
+    n = x.shape[dim]
+    x = x.movedim(dim, -1)
+    spec = torch.fft.rfft(x, n=2 * n, dim=-1)[..., :n]  # (..., n) complex
+    y = (spec * _twiddle(n, x.device, -1.0)).real * math.sqrt(2.0 / n)
+    y[..., 0] = y[..., 0] / math.sqrt(2.0)
+    return y.movedim(-1, dim)
+
+
+def _idct_fft(y: Tensor, dim: int) -> Tensor:
+    """Inverse of :func:`_dct_fft` (orthonormal DCT-III) via an inverse real FFT of length 2n."""
+    n = y.shape[dim]
+    y = y.movedim(dim, -1)
+    scale = torch.full((n,), math.sqrt(2.0 / n), device=y.device, dtype=y.dtype)
+    scale[0] = 2.0 * math.sqrt(1.0 / n)  # c_0 = sqrt(1/n), doubled because irfft halves the k = 0 term
+    v = (y * scale) * _twiddle(n, y.device, 1.0)  # (..., n) complex
+    x = torch.fft.irfft(v, n=2 * n, dim=-1)[..., :n] * n
+    return x.movedim(-1, dim)
+
+
+def dct2(x: Tensor, path: str = "matrix") -> Tensor:
+    """Orthonormal 2-D DCT-II over the last two dims (scipy ``dctn(x, type=2, norm="ortho", axes=(-2, -1))``)."""
+    if path == "fft":
+        return _dct_fft(_dct_fft(x, -1), -2)
+    h, w = x.shape[-2:]
+    return cos_basis(h, x.device) @ x @ cos_basis(w, x.device).T  # (..., H, W)
+
+
+def idct2(y: Tensor, path: str = "matrix") -> Tensor:
+    """Inverse of :func:`dct2` (orthonormal 2-D DCT-III)."""
+    if path == "fft":
+        return _idct_fft(_idct_fft(y, -1), -2)
+    h, w = y.shape[-2:]
+    return cos_basis(h, y.device).T @ y @ cos_basis(w, y.device)
+
+
+def pick_path(h: int, w: int, device: torch.device) -> str:
+    """The DCT path "auto" uses for an (h, w) map on ``device`` (see :data:`FFT_MIN_SIZE`)."""
+    return "fft" if max(h, w) >= FFT_MIN_SIZE.get(device.type, 1 << 30) else "matrix"
+
+
+def heat_conduction(x: Tensor, decay: Tensor, path: str = "auto") -> Tensor:
+    """u = IDCT2(DCT2(x) * decay) for x (B, C, H, W) and decay broadcastable to (C, H, W); fp32 in and out."""
+    if path == "auto":
+        path = pick_path(x.shape[-2], x.shape[-1], x.device)
+    return idct2(dct2(x, path) * decay, path)
+
+
+def resample_freq_embed(embed: Tensor, h: int, w: int) -> Tensor:
+    """Resample a frequency value embedding (h0, w0, C) to (h, w, C): fp32 bicubic, index-proportional, dtype kept.
+
+    Index-proportional resizing keeps each embedding at the same normalised frequency n / N. No-op when sizes match.
+    """
+    if embed.shape[:2] == (h, w):
+        return embed
+    e = embed.float().permute(2, 0, 1)[None]  # (1, C, h0, w0)
+    e = F.interpolate(e, size=(h, w), mode="bicubic", align_corners=False)
+    return e[0].permute(1, 2, 0).to(embed.dtype)  # (h, w, C)
+
+
+class FrequencyEmbedding(nn.Module):
+    """Frequency value embeddings (FVE) of vHeat: a learned (size, size, C) map, resampled to the map at hand.
+
+    In vHeat one FVE is owned by each stage and shared by its blocks; :func:`share_frequency_embedding` does that for
+    any module holding ``hco`` mixers with ``k_mode="predicted_shared"``.
+    """
+
+    def __init__(self, dim: int, size: int = 64) -> None:
+        super().__init__()
+        check_positive("embed_size", size)
+        self.weight = nn.Parameter(torch.empty(size, size, dim))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+
+    def forward(self, h: int, w: int) -> Tensor:
+        return resample_freq_embed(self.weight, h, w)  # (h, w, C)
+
+
+# ------------------------------------------------------------------------------------------------------------ mixer
+@register_mixer(
+    "hco",
+    paper="Wang et al., vHeat: Building Vision Models upon Heat Conduction, CVPR 2025",
+    family="heat",
+    complexity="O(N^1.5) (matrix DCT) / O(N log N) (FFT DCT)",
+)
+class HeatConduction(nn.Module):
+    """vHeat's heat conduction layer (``Heat2D``). Maps (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+
+    dwconv 3x3 -> Linear(C, 2C) into x and gate z -> u = IDCT2(DCT2(x) * exp(-k (w_n^2 + w_m^2) t)) -> LayerNorm ->
+    u * SiLU(z) -> Linear(C, C). The DCT, the decay and exp run in fp32 under autocast. Parameter names follow vHeat
+    (``dwconv``, ``linear``, ``out_norm``, ``out_linear``, ``to_k.0``); the linears are applied channels-first.
+
+    Where k comes from (``k_mode``):
+
+    - ``fixed``: the constant ``k`` (no parameter): plain heat diffusion, a Gaussian blur of variance 2 k t px^2
+      with mirror boundaries.
+    - ``learnable``: one positive scalar per layer, k = softplus(k_raw), initialised to ``k``.
+    - ``predicted`` (vHeat): k = ReLU(Linear(FVE)) per frequency and channel, from this layer's own frequency value
+      embedding (``embed_size`` square, resampled bicubically to H x W).
+    - ``predicted_shared``: as ``predicted`` with the FVE owned by the enclosing stage and shared by its layers, as in
+      vHeat; the network calls :func:`share_frequency_embedding` on the stage to create and bind it.
+
+    Args:
+        dim: channels C.
+        k_mode: one of ``fixed``, ``learnable``, ``predicted``, ``predicted_shared``.
+        k: conductivity for ``fixed``, initial value for ``learnable``.
+        t: diffusion time (vHeat: 1, absorbed into k).
+        embed_size: side of the frequency value embedding for the predicted modes.
+        dct_path: ``auto`` (fastest for the size and device), ``matrix`` or ``fft``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        k_mode: str = "predicted",
+        k: float = 1.0,
+        t: float = 1.0,
+        embed_size: int = 64,
+        dct_path: str = "auto",
+    ) -> None:
+        super().__init__()
+        check_choice("k_mode", k_mode, K_MODES)
+        check_choice("dct_path", dct_path, DCT_PATHS)
+        check_positive("k", k, allow_zero=True)
+        check_positive("t", t, allow_zero=True)
+        check_positive("embed_size", embed_size)
+        self.dim, self.k_mode, self.t, self.dct_path = dim, k_mode, float(t), dct_path
+        self.k = float(k)
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.linear = nn.Linear(dim, 2 * dim)
+        self.out_norm = LayerNormCF(dim)
+        self.out_linear = nn.Linear(dim, dim)
+        if k_mode == "learnable":
+            # softplus^-1(k); k = 0 maps to a large negative raw value (softplus ~ 0)
+            self.k_raw = nn.Parameter(torch.tensor(math.log(math.expm1(k)) if k > 0 else -20.0))
+        if k_mode in ("predicted", "predicted_shared"):
+            self.to_k = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
+        if k_mode == "predicted":
+            self.freq_embed = FrequencyEmbedding(dim, embed_size)
+        self._cache = SizeCache()
+        self._init_weights()
+
+    def _init_weights(self) -> None:  # vHeat: Linear trunc_normal(0.02) and zero bias; convs keep PyTorch's default
+        for m in (self.linear, self.out_linear, *([self.to_k[0]] if hasattr(self, "to_k") else [])):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------------------------------------ shared FVE
+    def bind_frequency_embedding(self, embed: FrequencyEmbedding) -> None:
+        """Use ``embed`` (owned and registered by the enclosing stage) as this layer's FVE; ``predicted_shared`` only."""
+        if self.k_mode != "predicted_shared":
+            raise SandboxError(f"hco with k_mode={self.k_mode!r} does not take a shared frequency embedding")
+        if embed.weight.shape[-1] != self.dim:
+            raise SandboxError(f"shared frequency embedding has {embed.weight.shape[-1]} channels, layer has {self.dim}")
+        # plain attribute, not a submodule: the stage owns the parameter, so it appears once in the state_dict
+        self.__dict__["_shared_embed"] = embed
+
+    def _embedding(self, h: int, w: int) -> Tensor:
+        if self.k_mode == "predicted":
+            return self.freq_embed(h, w)
+        embed = self.__dict__.get("_shared_embed")
+        if embed is None:
+            raise SandboxError(
+                "hco(k_mode='predicted_shared') has no frequency embedding bound; the enclosing network must call "
+                "operators.hco.share_frequency_embedding(stage), or use k_mode='predicted' for a standalone layer"
+            )
+        return embed(h, w)
+
+    # ------------------------------------------------------------------------------------------------- forward
+    def conductivity(self, h: int, w: int) -> Tensor:
+        """k on the (h, w) frequency grid: a scalar tensor (fixed, learnable) or (C, h, w) (predicted), fp32."""
+        if self.k_mode == "fixed":
+            return torch.tensor(self.k)
+        if self.k_mode == "learnable":
+            return F.softplus(self.k_raw.float())
+        fve = self._embedding(h, w).float()  # (h, w, C)
+        return self.to_k(fve).permute(2, 0, 1)  # (C, h, w)
+
+    def decay(self, h: int, w: int, device: torch.device) -> Tensor:
+        """exp(-k (w_n^2 + w_m^2) t), shape (h, w) or (C, h, w), fp32."""
+        w2 = frequency_sq(h, w, device)  # (h, w)
+        if self.k_mode == "fixed":
+            return self._cache.get(("decay", h, w, str(device)), lambda: torch.exp(-self.k * self.t * w2))
+        return torch.exp(-self.conductivity(h, w).to(device) * (self.t * w2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, _, h, w = x.shape
+        x = self.dwconv(x)  # (B, C, H, W)
+        x, z = linear_cf(x, self.linear).chunk(2, dim=1)  # (B, C, H, W) each
+        with fp32(x):
+            u = heat_conduction(x.float(), self.decay(h, w, x.device), self.dct_path)  # (B, C, H, W), fp32
+            u = self.out_norm(u)
+        u = u.to(z.dtype) * F.silu(z)
+        return linear_cf(u, self.out_linear)  # (B, C, H, W)
+
+
+def share_frequency_embedding(stage: nn.Module, size: int = 64) -> FrequencyEmbedding | None:
+    """Create one FVE for all ``hco(k_mode="predicted_shared")`` layers inside ``stage`` and bind it to them.
+
+    The caller registers the returned module on the stage (``stage.freq_embed = share_frequency_embedding(stage)``) so
+    it is trained, moved and saved once. Returns None when the stage has no such layer.
+    """
+    layers = [m for m in stage.modules() if isinstance(m, HeatConduction) and m.k_mode == "predicted_shared"]
+    if not layers:
+        return None
+    dims = {m.dim for m in layers}
+    if len(dims) != 1:
+        raise SandboxError(f"layers sharing a frequency embedding must have one width, got {sorted(dims)}")
+    embed = FrequencyEmbedding(dims.pop(), size)
+    for m in layers:
+        m.bind_frequency_embedding(embed)
+    return embed
+
+
+__all__ = [
+    "FFT_MIN_SIZE",
+    "FrequencyEmbedding",
+    "HeatConduction",
+    "cos_basis",
+    "dct2",
+    "heat_conduction",
+    "idct2",
+    "pick_path",
+    "resample_freq_embed",
+    "share_frequency_embedding",
+]

@@ -1,1 +1,218 @@
-"""Placeholder: being written."""
+"""HyenaPixel: 2D Hyena operator with an implicit long convolution over pixel offsets."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from sandbox.errors import OptionError
+from sandbox.registry import register_mixer
+
+from ._common import LayerNormCF, SizeCache, fp32, linear_cf
+from ._fft import fftconv2d
+from .hyena import Sin, check_filter_size, check_int
+
+__all__ = ["HyenaPixelMixer", "HyenaPixelFilter"]
+
+# HyenaPixel's decay-rate init: deltas_c = linspace(ln(target)/slow, ln(target)/fast, C) (then / decay_scale)
+_TARGET, _FAST_DECAY_PCT, _SLOW_DECAY_PCT = 1e-2, 0.3, 1.5
+_GLOBAL_DECAY_SCALE = 128.0  # pixels; ~2x the side of a 64 px training crop, as the official K ~ 2x the map side
+
+
+class HyenaPixelFilter(nn.Module):
+    """HyenaPixel's implicit 2D long convolution ``Hyena2DConv``, as a function of pixel offset.
+
+    ``forward(u)`` maps (B, C, H, W) to the float32 (B, C, H, W) ``k * u + D * u``, ``*`` the centred ("same")
+    true convolution of :func:`operators._fft.fftconv2d`. The kernel value at offset (dy, dx) from its centre is::
+
+        k_c(dy, dx) = MLP(pe(dy, dx))_c * (exp(-r |delta_c| / decay_scale) + shift_c),   r = sqrt(dy^2 + dx^2)
+
+    - pe: 2D sinusoidal features, E channels: [0:E/2] encode dx, [E/2:E] encode dy, even channels sin and odd cos,
+      frequencies exp(-2i ln(10000) / (E/2)), i = 0..E/4 - 1, evaluated at the signed *centred* offsets.
+    - implicit_filter: Linear(E, W) -> Sin -> Linear(W, W) -> Sin -> Linear(W, C, no bias), per-layer trainable
+      Sin frequencies (official: the same as 1 x 1 convolutions; weights reshape (W, E) <-> (W, E, 1, 1)).
+    - ``deltas`` (1, C, 1, 1), trainable, init linspace(ln(0.01)/1.5, ln(0.01)/0.3, C); ``shift`` (1, C, 1, 1),
+      trainable, init 0; ``bias`` = D (1, C, 1, 1), randn init. Official checkpoints store deltas already divided
+      by their K: ours = official * decay_scale.
+
+    Offsets reach +-(H - 1, W - 1) for ``filter_size="global"`` (every pixel sees every other) and
+    +-min(K // 2, H - 1 or W - 1) for an odd K; only the offsets that can reach an output are evaluated. Because
+    the features and the decay depend on the offset alone (not on the grid or the image size), one pixel offset
+    gets the same filter value at every size, e.g. on 64 x 64 training crops and 481 x 321 test images.
+    Deviation from the official module: there, z is a trainable Parameter on a fixed K x K grid of absolute indices
+    (and the distance map a frozen Parameter), so the field is fixed in pixels and resizing needs an offline
+    interpolation; here both are derived from the size, cached (never in the state_dict), and any size works.
+
+    Args:
+        channels: channels C.
+        filter_size: ``"global"`` ((2H - 1) x (2W - 1) taps) or an odd int K (K x K taps).
+        emb_dim: E, divisible by 4 (official 32 at stage 1).
+        filter_order: MLP width W (official 2E = 64).
+        decay_scale: pixels dividing r |delta|; ``None`` is K for an integer filter_size (the official deltas / K)
+            and 128 for ``"global"`` (the official K = 2 x map side - 1 for 64 x 64 maps).
+        sin_freq: initial frequency w of the Sin activations (official 1).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        filter_size: str | int,
+        emb_dim: int,
+        filter_order: int,
+        decay_scale: float | None,
+        sin_freq: float,
+    ) -> None:
+        super().__init__()
+        check_filter_size(filter_size, centred=True)
+        if not (isinstance(emb_dim, int) and not isinstance(emb_dim, bool) and emb_dim >= 4 and emb_dim % 4 == 0):
+            raise OptionError(f"emb_dim={emb_dim!r} is not valid; expected a multiple of 4 (>= 4)")
+        check_int("filter_order", filter_order, 1)
+        if decay_scale is not None and (
+            not isinstance(decay_scale, (int, float)) or isinstance(decay_scale, bool) or decay_scale <= 0
+        ):
+            raise OptionError(f"decay_scale={decay_scale!r} is not valid; expected None or a number > 0 (pixels)")
+        if not isinstance(sin_freq, (int, float)) or isinstance(sin_freq, bool) or sin_freq <= 0:
+            raise OptionError(f"sin_freq={sin_freq!r} is not valid; expected a number > 0")
+        self.channels = channels
+        self.filter_size = filter_size
+        self.emb_dim = emb_dim
+        if decay_scale is None:
+            decay_scale = _GLOBAL_DECAY_SCALE if filter_size == "global" else filter_size
+        self.decay_scale = float(decay_scale)
+        self.implicit_filter = nn.Sequential(
+            nn.Linear(emb_dim, filter_order),
+            Sin(filter_order, sin_freq),
+            nn.Linear(filter_order, filter_order),
+            Sin(filter_order, sin_freq),
+            nn.Linear(filter_order, channels, bias=False),
+        )
+        lo, hi = math.log(_TARGET) / _SLOW_DECAY_PCT, math.log(_TARGET) / _FAST_DECAY_PCT
+        self.deltas = nn.Parameter(torch.linspace(lo, hi, channels).view(1, channels, 1, 1))
+        self.shift = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.randn(1, channels, 1, 1))  # the skip term D
+        self._cache = SizeCache()
+
+    def reach(self, height: int, width: int) -> tuple[int, int]:
+        """Largest |dy|, |dx| of the kernel evaluated for an H x W input."""
+        if self.filter_size == "global":
+            return height - 1, width - 1
+        return min(self.filter_size // 2, height - 1), min(self.filter_size // 2, width - 1)
+
+    def _features(self, ry: int, rx: int, device: torch.device) -> Tensor:
+        """2D sinusoidal features of offsets [-ry, ry] x [-rx, rx], ((2ry + 1) (2rx + 1), E) float32, raster order."""
+        half = self.emb_dim // 2
+        freqs = torch.exp(torch.arange(0, half, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / half))
+
+        def encode(r: int) -> Tensor:  # (2r + 1, E/2): [sin f_0 d, cos f_0 d, sin f_1 d, ...]
+            d = torch.arange(-r, r + 1, device=device, dtype=torch.float32)  # (2r + 1,)
+            phase = d[:, None] * freqs[None, :]  # (2r + 1, E/4)
+            return torch.stack([phase.sin(), phase.cos()], dim=-1).reshape(2 * r + 1, half)
+
+        fx, fy = encode(rx), encode(ry)  # (Nx, E/2), (Ny, E/2)
+        ny, nx = fy.shape[0], fx.shape[0]
+        z = torch.cat([fx[None, :, :].expand(ny, nx, half), fy[:, None, :].expand(ny, nx, half)], dim=-1)  # (Ny, Nx, E)
+        return z.reshape(ny * nx, self.emb_dim)  # (Ny * Nx, E)
+
+    def _distance(self, ry: int, rx: int, device: torch.device) -> Tensor:
+        """Distance from the kernel centre, (2ry + 1, 2rx + 1) float32."""
+        dy = torch.arange(-ry, ry + 1, device=device, dtype=torch.float32)
+        dx = torch.arange(-rx, rx + 1, device=device, dtype=torch.float32)
+        return torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)  # (Ny, Nx)
+
+    def kernel(self, height: int, width: int, device: torch.device) -> Tensor:
+        """The kernel (C, 2ry + 1, 2rx + 1) in float32 for an H x W input; its centre is offset (0, 0)."""
+        ry, rx = self.reach(height, width)
+        z = self._cache.get(("pe2d", ry, rx, device, torch.float32), lambda: self._features(ry, rx, device))
+        r = self._cache.get(("distance", ry, rx, device, torch.float32), lambda: self._distance(ry, rx, device))
+        with fp32(z):
+            k = self.implicit_filter(z)  # (Ny * Nx, C)
+            k = k.t().reshape(self.channels, 2 * ry + 1, 2 * rx + 1)  # (C, Ny, Nx)
+            decay = torch.exp(-r[None] * self.deltas.float().abs().view(-1, 1, 1) / self.decay_scale)  # (C, Ny, Nx)
+            return k * (decay + self.shift.float().view(-1, 1, 1))
+
+    def forward(self, u: Tensor) -> Tensor:
+        with fp32(u):
+            u = u.float()  # (B, C, H, W)
+            k = self.kernel(u.shape[-2], u.shape[-1], u.device)  # (C, Ny, Nx)
+            return fftconv2d(u, k) + u * self.bias.float()  # (B, C, H, W)
+
+
+@register_mixer(
+    "hyena_pixel",
+    paper="Spravil et al., HyenaPixel: Global Image Context with Convolutions, ECAI 2024",
+    family="hyena",
+    complexity="O(N log N)",
+)
+class HyenaPixelMixer(nn.Module):
+    """HyenaPixel operator (``HyenaPixelOperator``). Maps (B, C, H, W) -> (B, C, H, W), any size.
+
+    ::
+
+        q, k, v = split(depthwise_conv(pointwise_conv(x)))   # 1 x 1 C -> 3C, then depthwise 5 x 5 on 3C
+        qk = q * k                                           # [use_layernorm: qk_norm, LayerNorm w/o bias over C]
+        y = v * long_conv(qk)                                # implicit 2D long convolution + skip D, float32
+        y = out_proj(out_norm(y)) if use_layernorm else out_proj(y)   # Linear(C, C) / 1 x 1 Conv2d(C, C)
+
+    ``long_conv`` is :class:`HyenaPixelFilter`: a kernel generated from 2D sinusoidal features of the centred pixel
+    offset through a Sin MLP, with a trainable radial decay, applied by zero-padded FFT (no wrap-around). With
+    ``filter_size="global"`` it spans (2H - 1) x (2W - 1), so every pixel sees every other at every size; with an
+    odd K it spans K x K pixels. The filter value at a given offset is the same at every image size (the official
+    module's z is a trainable Parameter on a fixed K x K grid; here the features are derived and cached, so no
+    interpolation is needed between training and test sizes). The FFT, the filter generation, the exponentials and
+    qk_norm run in float32 under autocast. state_dict keys follow the official module: ``pointwise_conv``,
+    ``depthwise_conv``, ``long_conv.{implicit_filter, deltas, shift, bias}``, ``qk_norm``, ``out_norm``,
+    ``out_proj`` (no ``z`` or ``distance_map``).
+
+    Args:
+        dim: channels C.
+        filter_size: ``"global"`` (default) or an odd int K >= 1 (official long_kernel_size: 111/55/27/13).
+        emb_dim: positional feature size E, a multiple of 4 (official filter_emb_dim 32 at stage 1).
+        filter_order: width of the filter MLP (official 2 * emb_dim).
+        decay_scale: pixels dividing r |delta_c|; None: K for an integer filter_size, 128 for ``"global"``.
+        short_kernel_size: odd size of the depthwise convolution (official 5).
+        use_layernorm: qk_norm/out_norm LayerNorms without bias and a Linear out_proj (hpx_former), else a 1 x 1
+            convolution out_proj and no norms (c_hpx_former).
+        sin_freq: initial frequency w of the Sin activations (official 1).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        filter_size: str | int = "global",
+        emb_dim: int = 32,
+        filter_order: int = 64,
+        decay_scale: float | None = None,
+        short_kernel_size: int = 5,
+        use_layernorm: bool = True,
+        sin_freq: float = 1.0,
+    ) -> None:
+        super().__init__()
+        check_int("short_kernel_size", short_kernel_size, 1, odd=True)
+        self.dim = dim
+        self.use_layernorm = bool(use_layernorm)
+        self.pointwise_conv = nn.Conv2d(dim, 3 * dim, 1)
+        self.depthwise_conv = nn.Conv2d(
+            3 * dim, 3 * dim, short_kernel_size, padding=short_kernel_size // 2, groups=3 * dim
+        )
+        self.long_conv = HyenaPixelFilter(dim, filter_size, emb_dim, filter_order, decay_scale, sin_freq)
+        if self.use_layernorm:
+            self.qk_norm = LayerNormCF(dim, bias=False)
+            self.out_norm = LayerNormCF(dim, bias=False)
+            self.out_proj = nn.Linear(dim, dim)
+        else:
+            self.out_proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = self.depthwise_conv(self.pointwise_conv(x))  # (B, 3C, H, W)
+        q, k, v = u.chunk(3, dim=1)  # (B, C, H, W) each
+        with fp32(x):
+            qk = q.float() * k.float()  # (B, C, H, W)
+            if self.use_layernorm:
+                qk = self.qk_norm(qk)
+            y = self.long_conv(qk)  # (B, C, H, W) float32
+        y = v * y.to(v.dtype)
+        if self.use_layernorm:
+            return linear_cf(self.out_norm(y), self.out_proj)
+        return self.out_proj(y)

@@ -117,8 +117,6 @@ class Registry:
                     f"{self.kind} {name!r} is already registered (by {old}); pick another key for {obj.__module__}"
                 )
             self._entries[name] = Entry(name, obj, dict(meta))
-            if inspect.isclass(obj):
-                obj.registry_key = name  # lets an instance say which key built it
             return obj
 
         return decorator

@@ -1,0 +1,125 @@
+"""FFT long convolutions (1D causal, 1D centred, 2D centred) in float32, shared by the Hyena family of mixers.
+
+All three compute a *true* (linear, zero-boundary) convolution, i.e. the kernel is flipped relative to the
+cross-correlation of ``nn.Conv1d``/``nn.Conv2d``, exactly as safari's and HyenaPixel's ``fftconv``. The FFT length
+is padded so that circular wrap-around never reaches the kept outputs, then rounded up to the next 5-smooth size
+(2^a 3^b 5^c) for speed; the result equals the direct convolution for every input and kernel length.
+
+Inputs are cast to float32 and autocast is turned off inside, so a bf16 caller gets an fp32 result (cuFFT has no
+bf16, and half precision only for powers of two; the CPU has neither). Cast the result back yourself.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+from ._common import fp32
+
+__all__ = ["fft_size", "fftconv1d", "fftconv2d"]
+
+
+@functools.lru_cache(maxsize=256)
+def fft_size(n: int) -> int:
+    """The smallest 5-smooth integer (2^a 3^b 5^c) >= ``n``; fast FFT sizes for pocketfft and cuFFT."""
+    if n <= 1:
+        return 1
+    best = 1 << (n - 1).bit_length()  # a power of two is always a candidate
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def fftconv1d(u: Tensor, k: Tensor, mode: str) -> Tensor:
+    """Depthwise long convolution of ``u`` (..., C, L) with ``k`` (C, K) along the last dim, via FFT.
+
+    With ``u`` zero outside [0, L) and output index i in [0, L):
+
+    - ``mode="causal"``: ``y[..., c, i] = sum_{m=0}^{min(i, K-1)} k[c, m] * u[..., c, i - m]``; tap m is a lag of m
+      steps, so y[i] only sees u[<= i] (safari's ``fftconv`` when K = L).
+    - ``mode="centred"``: ``y[..., c, i] = sum_m k[c, m] * u[..., c, i - m + K // 2]``; tap ``K // 2`` is offset 0.
+      This is the full linear convolution cropped to ``[K // 2 : K // 2 + L]`` (HyenaPixel's bidirectional
+      ``fftconv``); for a symmetric kernel it equals ``F.conv1d`` with ``padding=K // 2``.
+
+    Taps that can never meet the input (m >= L causal; |m - K // 2| >= L centred) are dropped before the FFT.
+
+    Args:
+        u: (..., C, L) input, any float dtype.
+        k: (C, K) kernel, any float dtype; K may be shorter or longer than L.
+        mode: ``"causal"`` or ``"centred"``.
+
+    Returns:
+        (..., C, L) float32.
+    """
+    if mode not in ("causal", "centred"):
+        raise ValueError(f"mode={mode!r} is not one of 'causal', 'centred'")
+    length, taps = u.shape[-1], k.shape[-1]
+    with fp32(u):
+        u, k = u.float(), k.float()
+        if mode == "causal":
+            k = k[:, :length]  # (C, K'), K' = min(K, L): lags >= L never reach an output
+            taps = k.shape[-1]
+            n = fft_size(length + taps - 1)  # full linear convolution fits: no wrap-around at all
+            start = 0
+        else:
+            centre = taps // 2
+            if taps > 2 * length - 1:  # offsets beyond +-(L - 1) never reach an output
+                k = k[:, centre - (length - 1) : centre + length]  # (C, 2L - 1)
+                taps, centre = k.shape[-1], length - 1
+            # the kept window [centre, centre + L) must fit, and the wrapped tail (full index >= n, at most
+            # L + K - 2) must land before it
+            n = fft_size(max(length + taps - 1 - centre, centre + length))
+            start = centre
+        u_f = torch.fft.rfft(u, n=n)  # (..., C, n // 2 + 1)
+        k_f = torch.fft.rfft(k, n=n)  # (C, n // 2 + 1)
+        y = torch.fft.irfft(u_f * k_f, n=n)  # (..., C, n)
+        return y[..., start : start + length]  # (..., C, L)
+
+
+def fftconv2d(u: Tensor, k: Tensor) -> Tensor:
+    """Depthwise centred ("same") 2D long convolution of ``u`` (..., C, H, W) with ``k`` (C, Kh, Kw), via FFT.
+
+    With ``u`` zero outside the image and (i, j) in [0, H) x [0, W)::
+
+        y[..., c, i, j] = sum_{a, b} k[c, a, b] * u[..., c, i - a + Kh // 2, j - b + Kw // 2]
+
+    i.e. tap (Kh // 2, Kw // 2) is offset (0, 0) and tap (a, b) carries the value at offset (a - Kh // 2, b - Kw // 2)
+    *towards* the output (a true convolution: ``F.conv2d`` with the kernel flipped in both dims and padding
+    ``(Kh // 2, Kw // 2)`` for odd sizes). It is the full linear convolution cropped to
+    ``[Kh // 2 : Kh // 2 + H, Kw // 2 : Kw // 2 + W]``, as HyenaPixel's ``fftconv2d``. Kernel rows/columns farther
+    than H - 1 / W - 1 from the centre never reach an output and are dropped before the FFT.
+
+    Args:
+        u: (..., C, H, W) input, any float dtype.
+        k: (C, Kh, Kw) kernel, any float dtype, any size.
+
+    Returns:
+        (..., C, H, W) float32.
+    """
+    h, w = u.shape[-2:]
+    kh, kw = k.shape[-2:]
+    with fp32(u):
+        u, k = u.float(), k.float()
+        ch, cw = kh // 2, kw // 2
+        if kh > 2 * h - 1:
+            k = k[:, ch - (h - 1) : ch + h, :]  # (C, 2H - 1, Kw)
+            kh, ch = 2 * h - 1, h - 1
+        if kw > 2 * w - 1:
+            k = k[:, :, cw - (w - 1) : cw + w]  # (C, Kh', 2W - 1)
+            kw, cw = 2 * w - 1, w - 1
+        # per dim: the kept window fits and the wrapped tail lands before it (see fftconv1d)
+        s = (fft_size(max(h + kh - 1 - ch, ch + h)), fft_size(max(w + kw - 1 - cw, cw + w)))
+        u_f = torch.fft.rfft2(u, s=s)  # (..., C, sh, sw // 2 + 1)
+        k_f = torch.fft.rfft2(k, s=s)  # (C, sh, sw // 2 + 1)
+        y = torch.fft.irfft2(u_f * k_f, s=s)  # (..., C, sh, sw)
+        return y[..., ch : ch + h, cw : cw + w]  # (..., C, H, W)

@@ -1,0 +1,41 @@
+"""Shared command-line plumbing: one-line errors, the --plugin flag and Markdown tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .errors import SandboxError
+
+
+def run_main(main: Callable[[], object] | Callable[..., object], *args) -> None:
+    """Run a command's ``main``; a :class:`SandboxError` becomes ``error: <message>`` on stderr and exit code 2."""
+    try:
+        code = main(*args)
+    except SandboxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def add_plugin_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module (dotted name or .py path) that registers mixers; repeatable; also $SANDBOX_PLUGINS",
+    )
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
+    """A Markdown table; ``align`` has one of 'l'/'r' per column (default: left)."""
+    align = align or "l" * len(header)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join(sep) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)

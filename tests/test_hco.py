@@ -1,0 +1,189 @@
+"""Reference tests of the heat conduction operator against its formula (DCT vs scipy, cosine eigenmodes)."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+from torch import nn
+
+from operators.hco import (
+    FFT_MIN_SIZE,
+    HeatConduction,
+    dct2,
+    frequency_sq,
+    heat_conduction,
+    idct2,
+    pick_path,
+    share_frequency_embedding,
+)
+from sandbox import OptionError, SandboxError, build_mixer
+
+SHAPES = [(1, 1), (1, 6), (7, 9), (16, 16), (33, 17)]
+
+
+@pytest.mark.parametrize("path", ["matrix", "fft"])
+@pytest.mark.parametrize("hw", SHAPES)
+def test_dct_matches_scipy(path, hw):
+    x = np.random.default_rng(0).standard_normal((2, 3, *hw))
+    ref = scipy.fft.dctn(x, type=2, norm="ortho", axes=(-2, -1))
+    got = dct2(torch.from_numpy(x).float(), path).double().numpy()
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    inv = idct2(torch.from_numpy(ref).float(), path).double().numpy()
+    np.testing.assert_allclose(inv, scipy.fft.idctn(ref, type=2, norm="ortho", axes=(-2, -1)), atol=2e-5)
+    np.testing.assert_allclose(inv, x, atol=2e-5)
+
+
+def _mode(h, w, n, m):
+    i = torch.arange(h, dtype=torch.float64)[:, None]
+    j = torch.arange(w, dtype=torch.float64)[None, :]
+    return (torch.cos(math.pi * n * (i + 0.5) / h) * torch.cos(math.pi * m * (j + 0.5) / w)).float()
+
+
+@pytest.mark.parametrize("path", ["matrix", "fft"])
+@pytest.mark.parametrize("h,w,n,m", [(16, 16, 1, 0), (16, 16, 3, 5), (12, 20, 11, 19), (9, 7, 4, 2)])
+@pytest.mark.parametrize("k,t", [(1.0, 1.0), (0.3, 2.5)])
+def test_cosine_mode_decays_by_exact_factor(path, h, w, n, m, k, t):
+    layer = HeatConduction(4, k_mode="fixed", k=k, t=t, dct_path=path)
+    x = _mode(h, w, n, m)[None, None].repeat(1, 4, 1, 1)
+    y = heat_conduction(x, layer.decay(h, w, x.device), path)
+    factor = math.exp(-k * t * ((n * math.pi / h) ** 2 + (m * math.pi / w) ** 2))
+    torch.testing.assert_close(y, x * factor, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["matrix", "fft"])
+def test_constant_image_unchanged(path):
+    layer = HeatConduction(3, k_mode="fixed", k=5.0, t=3.0)
+    x = torch.full((2, 3, 13, 21), 0.7)
+    y = heat_conduction(x, layer.decay(13, 21, x.device), path)
+    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+
+
+def test_fixed_k_is_heat_equation():
+    """Small t: u(t) - u(0) ~ t * k * discrete Laplacian of a smooth field (Neumann boundary), to first order."""
+    h, w, k, t = 32, 32, 1.0, 1e-3
+    x = _mode(h, w, 2, 3) + 0.5 * _mode(h, w, 1, 1)
+    layer = HeatConduction(1, k_mode="fixed", k=k, t=t)
+    y = heat_conduction(x[None, None], layer.decay(h, w, x.device), "matrix")[0, 0]
+    lap_eigen = -(((2 * math.pi / h) ** 2 + (3 * math.pi / w) ** 2) * _mode(h, w, 2, 3)) - 0.5 * (
+        ((math.pi / h) ** 2 + (math.pi / w) ** 2) * _mode(h, w, 1, 1)
+    )
+    torch.testing.assert_close((y - x) / t, k * lap_eigen, atol=1e-3, rtol=1e-2)
+
+
+@pytest.mark.parametrize("k_mode", ["fixed", "learnable", "predicted"])
+def test_matrix_and_fft_paths_agree(k_mode):
+    torch.manual_seed(0)
+    a = HeatConduction(8, k_mode=k_mode, dct_path="matrix")
+    b = HeatConduction(8, k_mode=k_mode, dct_path="fft")
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 8, 23, 30)
+    torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=1e-4)
+
+
+def test_auto_path_follows_threshold():
+    cpu = torch.device("cpu")
+    t = FFT_MIN_SIZE["cpu"]
+    assert pick_path(t - 1, t - 1, cpu) == "matrix"
+    assert pick_path(t, 8, cpu) == "fft"
+    assert pick_path(4096, 4096, torch.device("cuda")) == "matrix"
+
+
+def test_k_modes_parameters():
+    names = lambda m: {n for n, _ in m.named_parameters()}  # noqa: E731
+    base = {f"{m}.{p}" for m in ("dwconv", "linear", "out_norm", "out_linear") for p in ("weight", "bias")}
+    assert names(build_mixer("hco:k_mode=fixed", 8)) == base  # vHeat's Heat2D names, no k parameter
+    assert "k_raw" in names(build_mixer("hco:k_mode=learnable,k=0.5", 8))
+    assert {"to_k.0.weight", "freq_embed.weight"} <= names(build_mixer("hco", 8))
+    learn = build_mixer("hco:k_mode=learnable,k=0.5", 8)
+    assert learn.conductivity(4, 4).item() == pytest.approx(0.5, rel=1e-6)
+
+
+def test_predicted_k_is_nonnegative_and_resampled():
+    m = build_mixer({"name": "hco", "embed_size": 16}, 8)
+    with torch.no_grad():
+        m.to_k[0].bias.fill_(-0.01)
+        k = m.conductivity(37, 11)
+    assert k.shape == (8, 37, 11) and (k >= 0).all()
+    assert m.freq_embed.weight.shape == (16, 16, 8)
+
+
+def test_zero_k_is_identity_filter():
+    layer = HeatConduction(3, k_mode="fixed", k=0.0)
+    x = torch.randn(1, 3, 9, 10)
+    torch.testing.assert_close(heat_conduction(x, layer.decay(9, 10, x.device)), x, atol=1e-5, rtol=0)
+
+
+class _Stage(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.blocks = nn.ModuleList(build_mixer("hco:k_mode=predicted_shared", dim) for _ in range(2))
+        self.freq_embed = share_frequency_embedding(self, size=8)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = x + b(x)
+        return x
+
+
+def test_predicted_shared_embedding_is_owned_by_the_stage():
+    torch.manual_seed(0)
+    stage = _Stage(8)
+    keys = [k for k in stage.state_dict() if "freq_embed" in k]
+    assert keys == ["freq_embed.weight"], keys  # stored once, at stage level
+    x = torch.randn(2, 8, 12, 10)
+    stage(x).square().mean().backward()
+    assert stage.freq_embed.weight.grad is not None and stage.freq_embed.weight.grad.abs().max() > 0
+    # both layers read the same tensor: changing it changes both layers' k
+    twin = copy.deepcopy(stage)
+    assert twin.blocks[0]._shared_embed is twin.freq_embed is twin.blocks[1]._shared_embed
+    with torch.no_grad():
+        twin.freq_embed.weight.add_(1.0)
+    assert not torch.equal(twin.blocks[0].conductivity(4, 4), stage.blocks[0].conductivity(4, 4))
+    # round trip through a fresh stage
+    other = _Stage(8)
+    other.load_state_dict(stage.state_dict())
+    torch.testing.assert_close(other(x), stage(x))
+
+
+def test_predicted_shared_unbound_is_a_clear_error():
+    m = build_mixer("hco:k_mode=predicted_shared", 8)
+    with pytest.raises(SandboxError, match="share_frequency_embedding"):
+        m(torch.randn(1, 8, 4, 4))
+
+
+def test_decay_stays_in_fp32_under_autocast():
+    m = build_mixer("hco", 8)
+    x = torch.randn(1, 8, 16, 16)
+    seen = []
+    import operators.hco as hco_mod
+
+    orig = hco_mod.heat_conduction
+
+    def spy(u, decay, path):
+        seen.append((u.dtype, decay.dtype))
+        return orig(u, decay, path)
+
+    hco_mod.heat_conduction = spy
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            m(x)
+    finally:
+        hco_mod.heat_conduction = orig
+    assert seen == [(torch.float32, torch.float32)]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["hco:k_mode=fix", "hco:dct_path=fast", "hco:k=-1", "hco:embed_size=0", "hco:t=-0.5"],
+)
+def test_bad_options(spec):
+    with pytest.raises(OptionError):
+        build_mixer(spec, 8)
+
+
+def test_frequency_grid():
+    w2 = frequency_sq(4, 2)
+    assert w2[0, 0] == 0 and w2[1, 0] == pytest.approx((math.pi / 4) ** 2) and w2[0, 1] == pytest.approx((math.pi / 2) ** 2)

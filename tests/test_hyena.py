@@ -1,0 +1,331 @@
+"""Reference tests for the Hyena family: FFT long convolutions, causality, receptive fields, size-independent
+filters, bf16 autocast and the mixer contract for ``hyena``, ``hyena_bi`` and ``hyena_pixel``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from operators._fft import fft_size, fftconv1d, fftconv2d
+from operators.hyena import HyenaMixer
+from operators.hyena_bi import HyenaBiMixer
+from operators.hyena_pixel import HyenaPixelMixer
+from sandbox.conformance import run_conformance
+from sandbox.errors import OptionError
+from sandbox.registry import build_mixer
+
+NAMES = ["hyena", "hyena_bi", "hyena_pixel"]
+
+
+def _randn(*shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------------- FFT helpers
+def _direct_causal(u, k):
+    """y[i] = sum_m k[m] u[i - m] via conv1d (a cross-correlation) with the flipped kernel, float64."""
+    c, taps = k.shape
+    return F.conv1d(F.pad(u.double(), (taps - 1, 0)), k.double().flip(-1)[:, None], groups=c)
+
+
+def _direct_centred(u, k):
+    """y[i] = sum_m k[m] u[i - m + K // 2] via conv1d with the flipped kernel, float64."""
+    c, taps = k.shape
+    centre = taps // 2
+    return F.conv1d(F.pad(u.double(), (taps - 1 - centre, centre)), k.double().flip(-1)[:, None], groups=c)
+
+
+def _direct_2d(u, k):
+    """y[i, j] = sum_ab k[a, b] u[i - a + Kh // 2, j - b + Kw // 2] via conv2d with the flipped kernel, float64."""
+    c, kh, kw = k.shape
+    ch, cw = kh // 2, kw // 2
+    padded = F.pad(u.double(), (kw - 1 - cw, cw, kh - 1 - ch, ch))
+    return F.conv2d(padded, k.double().flip(-2, -1)[:, None], groups=c)
+
+
+def test_direct_references_match_the_definition():
+    """The conv-based references above are the stated sums (checked with explicit numpy loops)."""
+    u, k = _randn(1, 1, 6, seed=1), _randn(1, 4, seed=2)
+    un, kn = u[0, 0].numpy().astype(np.float64), k[0].numpy().astype(np.float64)
+    causal = [sum(kn[m] * un[i - m] for m in range(4) if 0 <= i - m) for i in range(6)]
+    centred = [sum(kn[m] * un[i - m + 2] for m in range(4) if 0 <= i - m + 2 < 6) for i in range(6)]
+    np.testing.assert_allclose(_direct_causal(u, k)[0, 0].numpy(), causal, atol=1e-12)
+    np.testing.assert_allclose(_direct_centred(u, k)[0, 0].numpy(), centred, atol=1e-12)
+    u2, k2 = _randn(1, 1, 4, 5, seed=3), _randn(1, 3, 5, seed=4)
+    un2, kn2 = u2[0, 0].numpy().astype(np.float64), k2[0].numpy().astype(np.float64)
+    ref = np.zeros((4, 5))
+    for i in range(4):
+        for j in range(5):
+            for a in range(3):
+                for b in range(5):
+                    y, x = i - a + 1, j - b + 2
+                    if 0 <= y < 4 and 0 <= x < 5:
+                        ref[i, j] += kn2[a, b] * un2[y, x]
+    np.testing.assert_allclose(_direct_2d(u2, k2)[0, 0].numpy(), ref, atol=1e-12)
+
+
+def test_fft_size_is_smallest_5_smooth():
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in range(1, 1200):
+        s = fft_size(n)
+        assert s >= n and smooth(s), (n, s)
+        assert not any(smooth(m) for m in range(n, s)), f"fft_size({n}) = {s} is not the smallest"
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 16, 33, 100])
+def test_fftconv1d_causal_matches_direct(length):
+    u = _randn(2, 3, length, seed=length)
+    for taps in sorted({1, 3, max(1, length // 2), length, 2 * length + 1}):  # short, global (L) and longer than L
+        k = _randn(3, taps, seed=taps + 100)
+        y = fftconv1d(u, k, "causal")
+        assert y.shape == u.shape and y.dtype == torch.float32
+        torch.testing.assert_close(y.double(), _direct_causal(u, k), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 16, 33, 100])
+def test_fftconv1d_centred_matches_direct(length):
+    u = _randn(2, 3, length, seed=length)
+    for taps in sorted({1, 3, 5, 4, 2 * length - 1, 2 * length + 5}):  # odd, even, global (2L - 1), longer
+        k = _randn(3, taps, seed=taps + 100)
+        y = fftconv1d(u, k, "centred")
+        assert y.shape == u.shape and y.dtype == torch.float32
+        torch.testing.assert_close(y.double(), _direct_centred(u, k), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (7, 9), (16, 5), (13, 17)])
+def test_fftconv2d_matches_direct(size):
+    h, w = size
+    u = _randn(2, 3, h, w, seed=h * w)
+    kernels = {(1, 1), (3, 3), (5, 7), (4, 2), (2 * h - 1, 2 * w - 1), (2 * h + 3, 3), (3, 2 * w + 5)}
+    for kh, kw in sorted(kernels):
+        k = _randn(3, kh, kw, seed=kh * 31 + kw)
+        y = fftconv2d(u, k)
+        assert y.shape == u.shape and y.dtype == torch.float32
+        torch.testing.assert_close(y.double(), _direct_2d(u, k), atol=1e-5, rtol=1e-5)
+
+
+def test_fft_helpers_compute_in_fp32_under_bf16_autocast():
+    u, k = _randn(1, 2, 5, 6).bfloat16(), _randn(2, 9, 11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y2 = fftconv2d(u, k)
+        y1 = fftconv1d(u.flatten(-2), k[:, 0], "centred")
+    assert y2.dtype == y1.dtype == torch.float32
+    torch.testing.assert_close(y2.double(), _direct_2d(u.float(), k), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ filter modules
+def test_hyena_filter_modules_apply_their_kernel_with_skip():
+    """HyenaFilter / HyenaPixelFilter = (FFT convolution with their generated kernel) + D u."""
+    torch.manual_seed(0)
+    u = _randn(2, 4, 21, seed=5)
+    for centred, mixer in ((False, HyenaMixer(4)), (True, HyenaBiMixer(4))):
+        filt = mixer.filter_fn
+        k = filt.kernel(21, u.device)
+        assert k.shape == (4, 21 if not centred else 41)
+        direct = _direct_centred(u, k) if centred else _direct_causal(u, k)
+        ref = direct + u.double() * filt.bias.double()[:, None]
+        torch.testing.assert_close(filt(u).double(), ref, atol=1e-5, rtol=1e-5)
+    pix = HyenaPixelMixer(4).long_conv
+    u2 = _randn(2, 4, 6, 7, seed=6)
+    k2 = pix.kernel(6, 7, u2.device)
+    assert k2.shape == (4, 11, 13)
+    ref = _direct_2d(u2, k2) + u2.double() * pix.bias.double()
+    torch.testing.assert_close(pix(u2).double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_integer_filter_is_fixed_and_global_filter_stretches():
+    torch.manual_seed(0)
+    fixed = HyenaMixer(4, filter_size=8).filter_fn
+    with torch.no_grad():
+        torch.testing.assert_close(fixed.kernel(5, "cpu"), fixed.kernel(50, "cpu")[:, :5], atol=1e-6, rtol=0)
+        assert fixed.kernel(50, "cpu").shape == (4, 8)
+        glob = HyenaMixer(4).filter_fn
+        assert glob.kernel(50, "cpu").shape == (4, 50)
+        # t is relative to the length: tap L - 1 sits at t = 1 for every L
+        torch.testing.assert_close(glob.kernel(10, "cpu")[:, -1], glob.kernel(30, "cpu")[:, -1], atol=1e-6, rtol=0)
+
+
+def test_hyena_pixel_filter_depends_on_pixel_offset_only():
+    torch.manual_seed(0)
+    for spec in ({}, {"filter_size": 9}):
+        pix = HyenaPixelMixer(8, **spec).long_conv
+        with torch.no_grad():
+            k1 = pix.kernel(16, 16, torch.device("cpu"))
+            k2 = pix.kernel(40, 24, torch.device("cpu"))
+        if spec:
+            assert k1.shape == k2.shape == (8, 9, 9)
+        else:
+            assert k1.shape == (8, 31, 31) and k2.shape == (8, 79, 47)
+        ch, cw = k2.shape[1] // 2, k2.shape[2] // 2
+        rh, rw = k1.shape[1] // 2, k1.shape[2] // 2
+        crop = k2[:, ch - rh : ch + rh + 1, cw - rw : cw + rw + 1]  # the same offsets as k1
+        torch.testing.assert_close(crop, k1, atol=1e-6, rtol=1e-6)
+        assert k1.std() > 1e-3, "the filter should not be constant"
+
+
+# ------------------------------------------------------------------------------------- causality / receptive field
+def _raster_change(mixer, shape, positions, seed=0):
+    """|y(x + perturbation at raster ``positions``) - y(x)| per raster position, max over batch and channels."""
+    x = _randn(*shape, seed=seed)
+    x2 = x.clone()
+    flat = x2.view(shape[0], shape[1], -1)  # (B, C, L)
+    flat[..., positions] += _randn(shape[0], shape[1], len(positions), seed=seed + 1) * 3
+    with torch.no_grad():
+        diff = (mixer(x2) - mixer(x)).abs()  # (B, C, H, W)
+    return diff.flatten(2).amax(dim=(0, 1))  # (L,)
+
+
+@pytest.mark.parametrize("filter_size", ["global", 6])
+def test_hyena_is_causal_in_raster_order(filter_size):
+    torch.manual_seed(0)
+    mixer = HyenaMixer(8, filter_size=filter_size).eval()
+    shape = (2, 8, 7, 9)
+    for p in (0, 23, 62):
+        change = _raster_change(mixer, shape, list(range(p, 63)), seed=p)
+        assert change[:p].max() <= 1e-6 if p else True, f"outputs before {p} changed by {change[:p].max():.3g}"
+        assert change[p:].min() > 1e-5, f"outputs at/after {p} did not all change (min {change[p:].min():.3g})"
+
+
+def test_hyena_integer_filter_limits_the_past():
+    """Output i depends on inputs i - (K - 1) - (short_filter_order - 1) .. i, nothing earlier."""
+    torch.manual_seed(0)
+    mixer = HyenaMixer(8, filter_size=6, short_filter_order=3).eval()
+    reach = (6 - 1) + (3 - 1)
+    i = 40
+    assert _raster_change(mixer, (1, 8, 7, 9), [i - reach - 1])[i] <= 1e-6
+    assert _raster_change(mixer, (1, 8, 7, 9), [i - reach])[i] > 1e-5
+
+
+def test_hyena_bi_is_not_causal_and_global():
+    torch.manual_seed(0)
+    mixer = HyenaBiMixer(8).eval()
+    change = _raster_change(mixer, (1, 8, 7, 9), [62])  # the last pixel
+    assert change.min() > 1e-6, f"some outputs ignore the last pixel (min change {change.min():.3g})"
+    change = _raster_change(mixer, (1, 8, 7, 9), [0])  # the first pixel reaches the last output too
+    assert change[-1] > 1e-6
+
+
+@pytest.mark.parametrize("k", [1, 5, 9])
+def test_hyena_bi_integer_filter_limits_the_receptive_field(k):
+    torch.manual_seed(0)
+    mixer = HyenaBiMixer(8, filter_size=k, short_filter_order=3).eval()
+    reach = k // 2 + 3 // 2  # long filter +-K//2 on x1 * v, whose short filter adds +-1
+    shape, i = (1, 8, 7, 9), 31
+    far = _raster_change(mixer, shape, [i - reach - 1, i + reach + 1])
+    assert far[i] <= 1e-6, f"a pixel {reach + 1} steps away changed output {i} by {far[i]:.3g}"
+    for j in (i - reach, i + reach):
+        assert _raster_change(mixer, shape, [j])[i] > 1e-5, f"pixel {j} should reach output {i}"
+
+
+def test_hyena_pixel_receptive_field():
+    torch.manual_seed(0)
+    shape = (1, 8, 15, 13)
+
+    def change_at_centre(mixer, dy, dx):
+        x = _randn(*shape, seed=3)
+        x2 = x.clone()
+        x2[:, :, 7 + dy, 6 + dx] += 3.0
+        with torch.no_grad():
+            return (mixer(x2) - mixer(x))[:, :, 7, 6].abs().max().item()
+
+    glob = HyenaPixelMixer(8).eval()
+    assert change_at_centre(glob, 7, 6) > 1e-6 and change_at_centre(glob, -7, -6) > 1e-6  # corners reach the centre
+    local = HyenaPixelMixer(8, filter_size=5).eval()
+    reach = 5 // 2 + 5 // 2  # long kernel +-2 on q * k, whose 5 x 5 depthwise conv adds +-2
+    assert change_at_centre(local, reach + 1, 0) <= 1e-6
+    assert change_at_centre(local, 0, -(reach + 1)) <= 1e-6
+    assert change_at_centre(local, reach, reach) > 1e-6
+
+
+# ------------------------------------------------------------------------------------------------- contract, bf16
+@pytest.mark.parametrize(
+    "spec",
+    NAMES + ["hyena:filter_size=5", "hyena_bi:filter_size=7,use_layernorm=True", "hyena_pixel:use_layernorm=False"],
+)
+def test_conformance(spec):
+    results = run_conformance(spec)
+    failed = {k: v for k, v in results.items() if v is not None}
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_close_to_fp32(name):
+    torch.manual_seed(0)
+    mixer = build_mixer(name, 16).eval()
+    x = _randn(2, 16, 12, 10, seed=7)
+    with torch.no_grad():
+        ref = mixer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = mixer(x)
+    assert y.shape == ref.shape and torch.isfinite(y).all()
+    rel = ((y.float() - ref).norm() / ref.norm()).item()
+    assert rel < 0.03, f"{name}: bf16 relative L2 error {rel:.4f}"
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 5), (6, 1), (2, 3)])
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_sizes(name, size):
+    torch.manual_seed(0)
+    mixer = build_mixer(name, 4)
+    x = _randn(1, 4, *size).requires_grad_(True)
+    y = mixer(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_state_dict_names():
+    keys = {
+        "hyena": {"in_proj.weight", "in_proj.bias", "short_filter.weight", "short_filter.bias", "filter_fn.bias",
+                  "out_proj.weight", "out_proj.bias"},
+        "hyena_pixel": {"pointwise_conv.weight", "pointwise_conv.bias", "depthwise_conv.weight",
+                        "depthwise_conv.bias", "long_conv.deltas", "long_conv.shift", "long_conv.bias",
+                        "qk_norm.weight", "out_norm.weight", "out_proj.weight", "out_proj.bias"},
+    }
+    for name, expected in keys.items():
+        sd = build_mixer(name, 8).state_dict()
+        core = {k for k in sd if ".implicit_filter." not in k}
+        assert core == expected, (name, sorted(core ^ expected))
+        assert any(k.endswith("implicit_filter.1.freq") for k in sd)
+    assert "qk_norm.0.weight" in build_mixer("hyena_bi:use_layernorm=True", 8).state_dict()
+    assert build_mixer("hyena_pixel:filter_size=5", 8).long_conv.decay_scale == 5.0
+
+
+# ------------------------------------------------------------------------------------------------------- options
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", [0, -3, "big", 2.5, True, None])
+def test_invalid_filter_size(name, bad):
+    with pytest.raises(OptionError, match="filter_size"):
+        build_mixer(name, 8, filter_size=bad)
+
+
+@pytest.mark.parametrize("name", ["hyena_bi", "hyena_pixel"])
+def test_even_filter_size_rejected_for_centred(name):
+    with pytest.raises(OptionError, match=r"filter_size=4 .*odd"):
+        build_mixer(name, 8, filter_size=4)
+    build_mixer(name, 8, filter_size=5)
+
+
+def test_other_invalid_options():
+    build_mixer("hyena", 8, filter_size=4)  # causal: any positive K
+    bad = [
+        ("hyena", {"emb_dim": 4}),
+        ("hyena", {"emb_dim": 1}),
+        ("hyena_bi", {"short_filter_order": 2}),
+        ("hyena", {"filter_order": 0}),
+        ("hyena_pixel", {"emb_dim": 30}),
+        ("hyena_pixel", {"decay_scale": -1.0}),
+        ("hyena_pixel", {"short_kernel_size": 4}),
+        ("hyena", {"sin_freq": 0}),
+    ]
+    for name, opts in bad:
+        with pytest.raises(OptionError, match=next(iter(opts))):
+            build_mixer(name, 8, **opts)
