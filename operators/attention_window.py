@@ -202,14 +202,20 @@ class WindowAttention(nn.Module):
             qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))  # (B, Hp, Wp, 3C)
         qkv = qkv.view(b, nwh, ws, nww, ws, 3, nh, d)  # (B, nWh, ws, nWw, ws, 3, nH, d)
         qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7)  # (3, B, nWh, nWw, nH, ws, ws, d)
-        q, k, v = qkv.reshape(3, b, nwh * nww, nh, n, d).unbind(0)  # each (B, nW, nH, N, d)
+        q, k, v = qkv.reshape(3, b, nwh * nww, nh, n, d).unbind(0)  # each (B, nW, nH, N, d), contiguous
 
         bias = self._relative_bias()  # (nH, N, N), table dtype
         win_mask = self._window_mask(h, w, bias.device, bias.dtype)  # (nW, N, N) or None
-        mask = bias if win_mask is None else win_mask[:, None] + bias  # (nH, N, N) or (nW, nH, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # (B, nW, nH, N, d)
+        # 4-D views let SDPA pick a fused kernel where one applies; both broadcast the mask over the batch
+        if win_mask is None:  # no shift, no padding: the bias is shared by all windows
+            q, k, v = (t.reshape(b * nwh * nww, nh, n, d) for t in (q, k, v))  # (B*nW, nH, N, d)
+            mask = bias  # (nH, N, N)
+        else:  # windows joined with heads, so the per-window mask broadcasts over B without a copy
+            q, k, v = (t.reshape(b, nwh * nww * nh, n, d) for t in (q, k, v))  # (B, nW*nH, N, d)
+            mask = (win_mask[:, None] + bias).reshape(nwh * nww * nh, n, n)  # (nW*nH, N, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # shape of q
 
-        out = out.view(b, nwh, nww, nh, ws, ws, d)  # (B, nWh, nWw, nH, ws, ws, d)
+        out = out.reshape(b, nwh, nww, nh, ws, ws, d)  # (B, nWh, nWw, nH, ws, ws, d)
         out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)  # (B, Hp, Wp, C), channels = (nH, d)
         if s:
             out = torch.roll(out, shifts=(s, s), dims=(1, 2))  # (B, Hp, Wp, C)

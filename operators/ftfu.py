@@ -16,8 +16,9 @@ from zero (f is in (-|beta|, |beta|)). It is therefore evaluated in the equivale
 
     Y = X * exp(-z) + f * A * tau * phi1(z),   phi1(z) = (1 - exp(-z)) / z = -expm1(-z) / z,
 
-with the series phi1(z) = 1 - z/2 + z^2/6 - ... for |z| < ``PHI1_SERIES_BELOW``. Nothing divides by alpha, and alpha = 0 is
-exact (Y = X + f * A * tau, the ODE with zero leak). See :func:`phi1` and :func:`ftfu_dynamics`.
+with the series phi1(z) = 1 - z/2 + z^2/6 - ... for |z| < ``PHI1_SERIES_BELOW``. Nothing divides by alpha, and
+alpha = 0 is exact (Y = X + f * A * tau, the ODE with zero leak). z is clamped from below at ``Z_MIN`` so that
+exp(-z) stays finite for alpha < 0. See :func:`phi1` and :func:`ftfu_dynamics`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,70 @@
+"""Reference tests of the baseline mixers: GFNet (circular convolution), pooling, ConvFormer SepConv."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from operators.gfnet import resample_complex_weight
+from sandbox import OptionError, build_mixer
+
+
+def circular_conv(x, k):
+    """y[i, j] = sum_{a, b} x[(i - a) % H, (j - b) % W] k[a, b], per channel, by explicit shifts."""
+    y = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    for a in range(h):
+        for b in range(w):
+            y += torch.roll(x, shifts=(a, b), dims=(-2, -1)) * k[:, a, b][None, :, None, None]
+    return y
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (6, 9), (1, 5)])
+def test_gfnet_is_circular_convolution(h, w):
+    torch.manual_seed(0)
+    m = build_mixer({"name": "gfnet", "size": h}, 3)
+    if (h, w // 2 + 1) != tuple(m.complex_weight.shape[:2]):  # non-square: define the filter at the exact size
+        m.complex_weight.data = torch.randn(h, w // 2 + 1, 3, 2) * 0.1
+    weight = torch.view_as_complex(m.complex_weight.detach()).permute(2, 0, 1)  # (C, H, W//2+1)
+    kernel = torch.fft.irfft2(weight, s=(h, w))  # (C, H, W): the spatial filter
+    x = torch.randn(2, 3, h, w)
+    torch.testing.assert_close(m(x), circular_conv(x, kernel), atol=1e-5, rtol=1e-4)
+
+
+def test_gfnet_weight_resampling():
+    w = torch.randn(8, 5, 3, 2)
+    assert resample_complex_weight(w, 8, 5) is w
+    const = torch.ones(8, 5, 3, 2)
+    torch.testing.assert_close(resample_complex_weight(const, 13, 7), torch.ones(13, 7, 3, 2))
+    r = resample_complex_weight(w, 15, 9)
+    torch.testing.assert_close(r[0, 0], w[0, 0])  # align_corners=True keeps the corners (DC stays DC)
+    torch.testing.assert_close(r[-1, -1], w[-1, -1])
+
+
+def test_pool_matches_naive_average_of_existing_neighbours():
+    x = torch.randn(1, 2, 5, 4)
+    y = build_mixer("pool", 2)(x)
+    ref = torch.zeros_like(x)
+    for i in range(5):
+        for j in range(4):
+            patch = x[..., max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+            ref[..., i, j] = patch.mean(dim=(-2, -1)) - x[..., i, j]
+    torch.testing.assert_close(y, ref)
+
+
+def test_sepconv_matches_channels_last_formula():
+    torch.manual_seed(0)
+    m = build_mixer("sepconv", 8)
+    x = torch.randn(2, 8, 9, 7)
+    cl = x.permute(0, 2, 3, 1)  # official ConvFormer SepConv runs channels-last
+    h = m.act(m.pwconv1(cl)).permute(0, 3, 1, 2)
+    h = m.dwconv(h).permute(0, 2, 3, 1)
+    ref = m.pwconv2(h).permute(0, 3, 1, 2)
+    torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+    a = torch.randn(10)
+    torch.testing.assert_close(m.act(a), m.act.scale * F.relu(a) ** 2 + m.act.bias)
+
+
+@pytest.mark.parametrize("spec", ["conv:kernel_size=4", "conv:kernel_size=0", "pool:pool_size=2", "gfnet:size=0", "sepconv:kernel_size=2"])
+def test_bad_options(spec):
+    with pytest.raises(OptionError):
+        build_mixer(spec, 4)
