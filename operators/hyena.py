@@ -29,9 +29,10 @@ def check_int(what: str, value, minimum: int, odd: bool = False) -> None:
 
 def check_filter_size(value, centred: bool) -> None:
     """``filter_size`` is ``"global"`` or a positive int, odd when the kernel is centred; else :class:`OptionError`."""
-    ok = value == "global" if isinstance(value, str) else (
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1 and (value % 2 == 1 or not centred)
-    )
+    if isinstance(value, str):
+        ok = value == "global"
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1 and (value % 2 == 1 or not centred)
     if not ok:
         kind = "an odd integer >= 1 (the kernel is centred)" if centred else "an integer >= 1"
         raise OptionError(f"filter_size={value!r} is not valid; expected 'global' or {kind}")
