@@ -2,8 +2,8 @@
 
     python experiments/bench_dct.py [--sizes 32,64,128,256] [--dim 64] [--device cpu] [--repeats 5]
 
-Prints a Markdown table: median forward+backward time of one ``hco`` layer per path and size, their ratio, and the
-path "auto" uses. Absolute times are noisy on a shared machine; compare the columns of one run.
+Prints a Markdown table per size: median time of the DCT core alone (DCT-II + decay + inverse, forward) and of one
+whole ``hco`` layer (forward + backward) for each path, the FFT/matrix ratios, and the path "auto" uses. Absolute times are noisy on a shared machine; compare the columns of one run.
 """
 
 from __future__ import annotations
@@ -46,24 +46,36 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     sizes = [int(s) for s in args.sizes.split(",")]
-    from operators.hco import pick_path
+    from operators.hco import heat_conduction, pick_path
 
-    print(f"hco forward+backward, dim {args.dim}, batch {args.batch}, device {device}, median of {args.repeats}\n")
-    print("| size | matrix (ms) | fft (ms) | fft / matrix | auto picks |")
-    print("|---:|---:|---:|---:|---|")
+    print(f"hco, dim {args.dim}, batch {args.batch}, device {device}, median of {args.repeats} after a warm-up\n")
+    print(
+        "| size | core matrix (ms) | core fft (ms) | core fft/matrix "
+        "| layer fwd+bwd matrix (ms) | layer fwd+bwd fft (ms) | layer fft/matrix | auto picks |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
     for s in sizes:
-        row = {}
+        core, layer = {}, {}
         for path in ("matrix", "fft"):
             torch.manual_seed(0)
             m = build_mixer({"name": "hco", "dct_path": path}, args.dim).to(device)
             x = torch.randn(args.batch, args.dim, s, s, device=device, requires_grad=True)
+            decay = m.decay(s, s, device).detach()
 
-            def step():
+            def core_step():
+                with torch.no_grad():
+                    heat_conduction(x, decay, path)
+
+            def layer_step():
                 m(x).square().mean().backward()
 
-            row[path] = _time(step, device, args.repeats) * 1e3
-        auto = pick_path(s, s, device)
-        print(f"| {s} | {row['matrix']:.2f} | {row['fft']:.2f} | {row['fft'] / row['matrix']:.2f} | {auto} |")
+            core[path] = _time(core_step, device, args.repeats) * 1e3
+            layer[path] = _time(layer_step, device, args.repeats) * 1e3
+        print(
+            f"| {s} | {core['matrix']:.2f} | {core['fft']:.2f} | {core['fft'] / core['matrix']:.2f} "
+            f"| {layer['matrix']:.2f} | {layer['fft']:.2f} | {layer['fft'] / layer['matrix']:.2f} "
+            f"| {pick_path(s, s, device)} |"
+        )
 
 
 if __name__ == "__main__":
