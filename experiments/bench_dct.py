@@ -3,7 +3,8 @@
     python experiments/bench_dct.py [--sizes 32,64,128,256] [--dim 64] [--device cpu] [--repeats 5]
 
 Prints a Markdown table per size: median time of the DCT core alone (DCT-II + decay + inverse, forward) and of one
-whole ``hco`` layer (forward + backward) for each path, the FFT/matrix ratios, and the path "auto" uses. Absolute times are noisy on a shared machine; compare the columns of one run.
+whole ``hco`` layer (forward + backward) for each path, the FFT/matrix ratios, and the path "auto" uses.
+Absolute times are noisy on a shared machine; compare the columns of one run.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def main(argv: list[str] | None = None) -> None:
             x = torch.randn(args.batch, args.dim, s, s, device=device, requires_grad=True)
             decay = m.decay(s, s, device).detach()
 
-            def core_step():
+            def core_step(x=x, decay=decay, path=path):
                 with torch.no_grad():
                     heat_conduction(x, decay, path)
 
-            def layer_step():
+            def layer_step(m=m, x=x):
                 m(x).square().mean().backward()
 
             core[path] = _time(core_step, device, args.repeats) * 1e3

@@ -87,10 +87,24 @@ def main(argv: list[str] | None = None) -> int:
             ms = (time.perf_counter() - t0) * 1e3
         ok = bool(torch.isfinite(y).all()) and y.shape == x.shape
         params = sum(p.numel() for p in mixer.parameters())
-        rows.append([name, f"{params:,}", f"{ms:.1f}", tuple(y.shape), f"{y.mean():+.3f}", f"{y.std():.3f}", "ok" if ok else "FAIL"])
+        rows.append(
+            [
+                name,
+                f"{params:,}",
+                f"{ms:.1f}",
+                tuple(y.shape),
+                f"{y.mean():+.3f}",
+                f"{y.std():.3f}",
+                "ok" if ok else "FAIL",
+            ]
+        )
         tiles.append((name, y[0, 0].float().cpu().numpy()))
         print(f"  [{i}/{len(names)}] {name}: {ms:.1f} ms", file=sys.stderr)
-    print(markdown_table(["mixer", "params", "forward (ms)", "output shape", "mean", "std", "finite, same shape"], rows, "lrrlrrl"))
+    print(
+        markdown_table(
+            ["mixer", "params", "forward (ms)", "output shape", "mean", "std", "finite, same shape"], rows, "lrrlrrl"
+        )
+    )
     out = Path(args.out) / "mixers_on_camera.png"
     save_grid(tiles, out)
     print(f"\nchannel-0 responses (input first, then the mixers in table order): {out}")

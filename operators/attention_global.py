@@ -5,14 +5,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError
+from sandbox.errors import OptionError, check_int
 from sandbox.registry import register_mixer
 
 __all__ = ["GlobalAttention"]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @register_mixer(
@@ -48,14 +44,11 @@ class GlobalAttention(nn.Module):
         proj_bias: bool = False,
     ) -> None:
         super().__init__()
-        if not _is_int(dim) or dim < 1:
-            raise OptionError(f"dim={dim!r} is not valid; expected an integer >= 1")
-        if not _is_int(head_dim) or head_dim < 1:
-            raise OptionError(f"head_dim={head_dim!r} is not valid; expected an integer >= 1 (32 in CAFormer)")
+        check_int("dim", dim)
+        check_int("head_dim", head_dim, hint=" (32 in CAFormer)")
         if num_heads is None:
             num_heads = max(1, dim // head_dim)
-        elif not _is_int(num_heads) or num_heads < 1:
-            raise OptionError(f"num_heads={num_heads!r} is not valid; expected None or an integer >= 1")
+        check_int("num_heads", num_heads, hint=" or None")
         for what, flag in (("qkv_bias", qkv_bias), ("proj_bias", proj_bias)):
             if not isinstance(flag, bool):
                 raise OptionError(f"{what}={flag!r} is not valid; expected True or False")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError
+from sandbox.errors import OptionError, check_int, is_int
 from sandbox.registry import register_mixer
 
 from ._common import SizeCache
@@ -14,10 +14,6 @@ from ._common import SizeCache
 __all__ = ["WindowAttention", "default_window_heads", "relative_position_index", "shift_region_mask", "pad_key_mask"]
 
 SHIFT_MASK_VALUE = -100.0  # SwinIR's logit offset between tokens of different shift regions
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def default_window_heads(dim: int) -> int:
@@ -135,18 +131,16 @@ class WindowAttention(nn.Module):
         qkv_bias: bool = True,
     ) -> None:
         super().__init__()
-        if not _is_int(dim) or dim < 1:
-            raise OptionError(f"dim={dim!r} is not valid; expected an integer >= 1")
-        if not _is_int(window_size) or window_size < 1:
-            raise OptionError(f"window_size={window_size!r} is not valid; expected an integer >= 1 (8 in SwinIR)")
-        if not _is_int(shift) or not 0 <= shift < window_size:
+        check_int("dim", dim)
+        check_int("window_size", window_size, hint=" (8 in SwinIR)")
+        if not is_int(shift) or not 0 <= shift < window_size:
             raise OptionError(
                 f"shift={shift!r} is not valid; expected an integer with 0 <= shift < window_size={window_size} "
                 f"(0 or {window_size // 2} in SwinIR)"
             )
         if num_heads is None:
             num_heads = default_window_heads(dim)
-        elif not _is_int(num_heads) or num_heads < 1 or dim % num_heads:
+        elif not is_int(num_heads) or num_heads < 1 or dim % num_heads:
             raise OptionError(f"num_heads={num_heads!r} is not valid; expected None or a divisor of dim={dim}")
         if not isinstance(qkv_bias, bool):
             raise OptionError(f"qkv_bias={qkv_bias!r} is not valid; expected True or False")

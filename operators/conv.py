@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError
+from sandbox.errors import check_int
 from sandbox.registry import register_mixer
 
 
 def check_odd_kernel(kernel_size) -> None:
-    if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise OptionError(f"kernel_size={kernel_size!r} is not valid; expected an odd integer >= 1 (3, 5, 7, ...)")
+    check_int("kernel_size", kernel_size, 1, odd=True, hint=" (3, 5, 7, ...)")
 
 
 @register_mixer(

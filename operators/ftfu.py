@@ -187,4 +187,3 @@ class FTFUMixer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.unit(x)  # (B, C, H, W)
         return linear_cf(y, self.proj)  # (B, C, H, W)
-

@@ -222,11 +222,13 @@ class HeatConduction(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ shared FVE
     def bind_frequency_embedding(self, embed: FrequencyEmbedding) -> None:
-        """Use ``embed`` (owned and registered by the enclosing stage) as this layer's FVE; ``predicted_shared`` only."""
+        """Use ``embed`` (owned and registered by the enclosing stage) as this layer's FVE (``predicted_shared``)."""
         if self.k_mode != "predicted_shared":
             raise SandboxError(f"hco with k_mode={self.k_mode!r} does not take a shared frequency embedding")
         if embed.weight.shape[-1] != self.dim:
-            raise SandboxError(f"shared frequency embedding has {embed.weight.shape[-1]} channels, layer has {self.dim}")
+            raise SandboxError(
+                f"shared frequency embedding has {embed.weight.shape[-1]} channels, layer has {self.dim}"
+            )
         # plain attribute, not a submodule: the stage owns the parameter, so it appears once in the state_dict
         self.__dict__["_shared_embed"] = embed
 

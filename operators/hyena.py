@@ -7,24 +7,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError
+from sandbox.errors import OptionError, check_int, is_int
 from sandbox.registry import register_mixer
 
 from ._common import SizeCache, fp32, linear_cf
 from ._fft import fftconv1d
 
-__all__ = ["HyenaMixer", "HyenaFilter", "Sin", "check_filter_size", "check_int", "modulation_deltas"]
+__all__ = ["HyenaMixer", "HyenaFilter", "Sin", "check_filter_size", "modulation_deltas"]
 
 # safari ExponentialModulation constants: |delta_c| = linspace(ln(target)/slow, ln(target)/fast, C) in [3.07, 15.35]
 _TARGET, _FAST_DECAY_PCT, _SLOW_DECAY_PCT = 1e-2, 0.3, 1.5
-
-
-def check_int(what: str, value, minimum: int, odd: bool = False) -> None:
-    """Raise :class:`OptionError` unless ``value`` is an int >= ``minimum`` (and odd when ``odd``)."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum and (value % 2 == 1 or not odd)
-    if not ok:
-        kind = "an odd integer" if odd else "an integer"
-        raise OptionError(f"{what}={value!r} is not valid; expected {kind} >= {minimum}")
 
 
 def check_filter_size(value, centred: bool) -> None:
@@ -32,7 +24,7 @@ def check_filter_size(value, centred: bool) -> None:
     if isinstance(value, str):
         ok = value == "global"
     else:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1 and (value % 2 == 1 or not centred)
+        ok = is_int(value) and value >= 1 and (value % 2 == 1 or not centred)
     if not ok:
         kind = "an odd integer >= 1 (the kernel is centred)" if centred else "an integer >= 1"
         raise OptionError(f"filter_size={value!r} is not valid; expected 'global' or {kind}")
@@ -213,9 +205,7 @@ class HyenaMixer(nn.Module):
         self.short_filter = nn.Conv1d(
             3 * dim, 3 * dim, short_filter_order, padding=short_filter_order - 1, groups=3 * dim
         )
-        self.filter_fn = HyenaFilter(
-            dim, filter_size, emb_dim, filter_order, num_inner_mlps, sin_freq, centred=False
-        )
+        self.filter_fn = HyenaFilter(dim, filter_size, emb_dim, filter_order, num_inner_mlps, sin_freq, centred=False)
         self.out_proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:

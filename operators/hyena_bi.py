@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from sandbox.errors import check_int
 from sandbox.registry import register_mixer
 
 from ._common import LayerNormCF, linear_cf
-from .hyena import HyenaFilter, check_int
+from .hyena import HyenaFilter
 
 
 @register_mixer(

@@ -7,12 +7,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError
+from sandbox.errors import OptionError, check_int
 from sandbox.registry import register_mixer
 
 from ._common import LayerNormCF, SizeCache, fp32, linear_cf
 from ._fft import fftconv2d
-from .hyena import Sin, check_filter_size, check_int
+from .hyena import Sin, check_filter_size
 
 __all__ = ["HyenaPixelMixer", "HyenaPixelFilter"]
 
@@ -66,8 +66,7 @@ class HyenaPixelFilter(nn.Module):
     ) -> None:
         super().__init__()
         check_filter_size(filter_size, centred=True)
-        if not (isinstance(emb_dim, int) and not isinstance(emb_dim, bool) and emb_dim >= 4 and emb_dim % 4 == 0):
-            raise OptionError(f"emb_dim={emb_dim!r} is not valid; expected a multiple of 4 (>= 4)")
+        check_int("emb_dim", emb_dim, 4, multiple_of=4)
         check_int("filter_order", filter_order, 1)
         if decay_scale is not None and (
             not isinstance(decay_scale, (int, float)) or isinstance(decay_scale, bool) or decay_scale <= 0

@@ -6,18 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError, check_choice
+from sandbox.errors import check_choice, check_int
 from sandbox.registry import register_mixer
 
 from ._common import linear_cf
 from .ftfu import FTFU
 
 FUSIONS = ("average", "concat", "se", "attention")
-
-
-def check_phases(phases) -> None:
-    if not isinstance(phases, int) or isinstance(phases, bool) or phases < 1:
-        raise OptionError(f"phases={phases!r} is not valid; expected an integer >= 1 (e.g. 1, 2, 3, 4)")
 
 
 def time_scales(phases: int) -> list[float]:
@@ -63,7 +58,7 @@ class MPFBMixer(nn.Module):
         activation: str = "tanh",
     ) -> None:
         super().__init__()
-        check_phases(phases)
+        check_int("phases", phases, 1, hint=" (e.g. 1, 2, 3, 4)")
         check_choice("fusion", fusion, FUSIONS)
         self.dim, self.num_phases, self.fusion = dim, phases, fusion
         self.units = nn.ModuleList(

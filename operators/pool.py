@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError
+from sandbox.errors import check_int
 from sandbox.registry import register_mixer
 
 
@@ -28,8 +28,7 @@ class PoolMixer(nn.Module):
 
     def __init__(self, dim: int, pool_size: int = 3) -> None:
         super().__init__()
-        if not isinstance(pool_size, int) or pool_size < 1 or pool_size % 2 == 0:
-            raise OptionError(f"pool_size={pool_size!r} is not valid; expected an odd integer >= 1")
+        check_int("pool_size", pool_size, 1, odd=True)
         self.dim, self.pool_size = dim, pool_size
 
     def forward(self, x: Tensor) -> Tensor:

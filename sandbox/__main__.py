@@ -1,7 +1,7 @@
 """``python -m sandbox``: list mixers, inspect one, run the conformance checks on one.
 
-    python -m sandbox mixers [PATTERN ...] [--exclude PAT] [--plugin MODULE]
-    python -m sandbox check NAME_OR_SPEC [--device cpu] [--plugin MODULE]
+python -m sandbox mixers [PATTERN ...] [--exclude PAT] [--plugin MODULE]
+python -m sandbox check NAME_OR_SPEC [--device cpu] [--plugin MODULE]
 """
 
 from __future__ import annotations

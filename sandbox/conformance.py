@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from .registry import MIXERS, build_mixer, parse_spec
-
 
 DIM = 16
 SIZES = ((2, DIM, 7, 9), (1, DIM, 33, 17), (1, DIM, 64, 64))

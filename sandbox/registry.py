@@ -180,7 +180,7 @@ class Registry:
 
     # ------------------------------------------------------------------------------------------------------ build
     def build(self, spec: str | Mapping[str, Any], *args: Any, **overrides: Any) -> Any:
-        """Build from a spec: a key (``"hco"``), ``"hco:k_mode=fixed,k=0.5"``, or a mapping ``{"name": ..., **options}``.
+        """Build from a spec: a key (``"hco"``), ``"hco:k_mode=fixed,k=0.5"`` or a mapping ``{"name": ..., **opts}``.
 
         Positional ``args`` go to the constructor first (a mixer's ``dim``); ``overrides`` are merged over the
         spec's options. An unknown option raises :class:`OptionError` naming the options the constructor accepts.

@@ -2,8 +2,6 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests also run from a plain checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))

@@ -64,7 +64,9 @@ def test_sepconv_matches_channels_last_formula():
     torch.testing.assert_close(m.act(a), m.act.scale * F.relu(a) ** 2 + m.act.bias)
 
 
-@pytest.mark.parametrize("spec", ["conv:kernel_size=4", "conv:kernel_size=0", "pool:pool_size=2", "gfnet:size=0", "sepconv:kernel_size=2"])
+@pytest.mark.parametrize(
+    "spec", ["conv:kernel_size=4", "conv:kernel_size=0", "pool:pool_size=2", "gfnet:size=0", "sepconv:kernel_size=2"]
+)
 def test_bad_options(spec):
     with pytest.raises(OptionError):
         build_mixer(spec, 4)

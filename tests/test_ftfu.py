@@ -17,9 +17,7 @@ from sandbox.registry import build_mixer
 
 def ode_solution(x: float, f: float, tau: float, A: float) -> float:
     """y(tau) of dy/dt = -(tau + f) y + f A, y(0) = x, by numerical integration."""
-    sol = solve_ivp(
-        lambda t, y: -(tau + f) * y + f * A, (0.0, tau), [x], method="DOP853", rtol=1e-10, atol=1e-12
-    )
+    sol = solve_ivp(lambda t, y: -(tau + f) * y + f * A, (0.0, tau), [x], method="DOP853", rtol=1e-10, atol=1e-12)
     assert sol.success, sol.message
     return float(sol.y[0, -1])
 

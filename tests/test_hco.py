@@ -186,4 +186,8 @@ def test_bad_options(spec):
 
 def test_frequency_grid():
     w2 = frequency_sq(4, 2)
-    assert w2[0, 0] == 0 and w2[1, 0] == pytest.approx((math.pi / 4) ** 2) and w2[0, 1] == pytest.approx((math.pi / 2) ** 2)
+    assert (
+        w2[0, 0] == 0
+        and w2[1, 0] == pytest.approx((math.pi / 4) ** 2)
+        and w2[0, 1] == pytest.approx((math.pi / 2) ** 2)
+    )

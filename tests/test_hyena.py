@@ -292,11 +292,28 @@ def test_tiny_sizes(name, size):
 
 def test_state_dict_names():
     keys = {
-        "hyena": {"in_proj.weight", "in_proj.bias", "short_filter.weight", "short_filter.bias", "filter_fn.bias",
-                  "out_proj.weight", "out_proj.bias"},
-        "hyena_pixel": {"pointwise_conv.weight", "pointwise_conv.bias", "depthwise_conv.weight",
-                        "depthwise_conv.bias", "long_conv.deltas", "long_conv.shift", "long_conv.bias",
-                        "qk_norm.weight", "out_norm.weight", "out_proj.weight", "out_proj.bias"},
+        "hyena": {
+            "in_proj.weight",
+            "in_proj.bias",
+            "short_filter.weight",
+            "short_filter.bias",
+            "filter_fn.bias",
+            "out_proj.weight",
+            "out_proj.bias",
+        },
+        "hyena_pixel": {
+            "pointwise_conv.weight",
+            "pointwise_conv.bias",
+            "depthwise_conv.weight",
+            "depthwise_conv.bias",
+            "long_conv.deltas",
+            "long_conv.shift",
+            "long_conv.bias",
+            "qk_norm.weight",
+            "out_norm.weight",
+            "out_proj.weight",
+            "out_proj.bias",
+        },
     }
     for name, expected in keys.items():
         sd = build_mixer(name, 8).state_dict()

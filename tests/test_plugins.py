@@ -79,7 +79,10 @@ def test_plugin_flag_and_env_var_in_commands(tmp_path, plugin_module):
 
 def test_conformance_suite_includes_plugins(tmp_path, plugin_module):
     env = _env(tmp_path, SANDBOX_PLUGINS=plugin_module)
-    r = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conformance.py", "-k", "user_blur and not cuda"], env)
+    r = run(
+        ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conformance.py", "-k", "user_blur and not cuda"],
+        env,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "7 passed" in r.stdout, r.stdout[-2000:]
 
@@ -90,7 +93,11 @@ def test_entry_point_plugin(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-mixers-tmp\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[mixer_sandbox.mixers]\nblur = ep_mixers_tmp\n")
-    code = "from sandbox import build_mixer, list_mixers; print(list_mixers('ep_*')); print(type(build_mixer('ep_blur', 4)).__name__)"
+    code = (
+        "from sandbox import build_mixer, list_mixers\n"
+        "print(list_mixers('ep_*'))\n"
+        "print(type(build_mixer('ep_blur', 4)).__name__)\n"
+    )
     r = run(["-c", code], _env(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "['ep_blur']" in r.stdout and "Blur" in r.stdout
