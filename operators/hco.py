@@ -63,35 +63,37 @@ def frequency_sq(h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
     return _BASES.get(("w2", h, w, str(device)), make)
 
 
-def _twiddle(n: int, device, sign: float) -> Tensor:
-    """exp(sign * i pi k / (2n)) for k = 0..n-1, complex64, cached."""
+def _dct_factor(n: int, device, inverse: bool) -> Tensor:
+    """Per-frequency complex factor (n,) of the FFT DCT, cached: orthonormal scale times the half-sample twiddle.
+
+    Forward: c_k e^{-i pi k / 2n} with c_0 = sqrt(1/n), c_k = sqrt(2/n). Inverse: the same with e^{+i pi k / 2n}, and
+    the k = 0 term doubled because ``irfft`` halves it.
+    """
 
     def make() -> Tensor:
         k = torch.arange(n, dtype=torch.float64)
-        return torch.polar(torch.ones_like(k), sign * math.pi * k / (2 * n)).to(device=device, dtype=torch.complex64)
+        scale = torch.full((n,), math.sqrt(2.0 / n), dtype=torch.float64)
+        scale[0] = math.sqrt(1.0 / n) * (2.0 if inverse else 1.0)
+        angle = (1.0 if inverse else -1.0) * math.pi * k / (2 * n)
+        return torch.polar(scale, angle).to(device=device, dtype=torch.complex64)
 
-    return _BASES.get(("tw", n, sign, str(device)), make)
+    return _BASES.get(("dct_factor", n, inverse, str(device)), make)
 
 
 def _dct_fft(x: Tensor, dim: int) -> Tensor:
-    """Orthonormal DCT-II along ``dim`` via a real FFT of length 2n (zero padded): Re(e^{-i pi k/2n} FFT(x)_k)."""
+    """Orthonormal DCT-II along ``dim`` via a real FFT of length 2n (zero padded): c_k Re(e^{-i pi k/2n} FFT(x)_k)."""
     n = x.shape[dim]
     x = x.movedim(dim, -1)
     spec = torch.fft.rfft(x, n=2 * n, dim=-1)[..., :n]  # (..., n) complex
-    y = (spec * _twiddle(n, x.device, -1.0)).real * math.sqrt(2.0 / n)
-    y[..., 0] = y[..., 0] / math.sqrt(2.0)
-    return y.movedim(-1, dim)
+    return (spec * _dct_factor(n, x.device, inverse=False)).real.movedim(-1, dim)
 
 
 def _idct_fft(y: Tensor, dim: int) -> Tensor:
     """Inverse of :func:`_dct_fft` (orthonormal DCT-III) via an inverse real FFT of length 2n."""
     n = y.shape[dim]
     y = y.movedim(dim, -1)
-    scale = torch.full((n,), math.sqrt(2.0 / n), device=y.device, dtype=y.dtype)
-    scale[0] = 2.0 * math.sqrt(1.0 / n)  # c_0 = sqrt(1/n), doubled because irfft halves the k = 0 term
-    v = (y * scale) * _twiddle(n, y.device, 1.0)  # (..., n) complex
-    x = torch.fft.irfft(v, n=2 * n, dim=-1)[..., :n] * n
-    return x.movedim(-1, dim)
+    v = y * _dct_factor(n, y.device, inverse=True)  # (..., n) complex
+    return (torch.fft.irfft(v, n=2 * n, dim=-1)[..., :n] * n).movedim(-1, dim)
 
 
 def dct2(x: Tensor, path: str = "matrix") -> Tensor:

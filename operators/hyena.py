@@ -7,13 +7,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError, check_int, is_int
+from sandbox.errors import OptionError, check_int, check_positive, is_int
 from sandbox.registry import register_mixer
 
-from ._common import SizeCache, fp32, linear_cf
+from ._common import LayerNormCF, SizeCache, fp32, linear_cf
 from ._fft import fftconv1d
 
-__all__ = ["HyenaMixer", "HyenaFilter", "Sin", "check_filter_size", "modulation_deltas"]
+__all__ = ["Hyena1D", "HyenaMixer", "HyenaFilter", "Sin", "check_filter_size", "modulation_deltas"]
 
 # safari ExponentialModulation constants: |delta_c| = linspace(ln(target)/slow, ln(target)/fast, C) in [3.07, 15.35]
 _TARGET, _FAST_DECAY_PCT, _SLOW_DECAY_PCT = 1e-2, 0.3, 1.5
@@ -91,8 +91,7 @@ class HyenaFilter(nn.Module):
         check_int("emb_dim", emb_dim, 3, odd=True)
         check_int("filter_order", filter_order, 1)
         check_int("num_inner_mlps", num_inner_mlps, 0)
-        if not isinstance(sin_freq, (int, float)) or isinstance(sin_freq, bool) or sin_freq <= 0:
-            raise OptionError(f"sin_freq={sin_freq!r} is not valid; expected a number > 0")
+        check_positive("sin_freq", sin_freq)
         self.channels = channels
         self.filter_size = filter_size
         self.emb_dim = emb_dim
@@ -155,13 +154,61 @@ class HyenaFilter(nn.Module):
             return fftconv1d(u, h, mode) + u * self.bias.float()[:, None]  # (B, C, L)
 
 
+class Hyena1D(nn.Module):
+    """Order-2 Hyena body over the raster order, shared by ``hyena`` (causal) and ``hyena_bi`` (centred).
+
+    (B, C, H, W) -> L = H * W tokens -> in_proj Linear(C, 3C) -> depthwise short Conv1d (causal: k - 1 left padding
+    and the look-ahead outputs dropped; centred: k // 2 padding) -> x0, x1, v -> v = x1 * v [qk_norm] ->
+    y = x0 * (h * v + D v) [out_norm] -> out_proj. Subclasses call :meth:`_build` with their options.
+    """
+
+    def _build(
+        self,
+        dim: int,
+        filter_size: str | int,
+        emb_dim: int,
+        filter_order: int,
+        num_inner_mlps: int,
+        short_filter_order: int,
+        sin_freq: float,
+        centred: bool,
+        use_layernorm: bool = False,
+    ) -> None:
+        check_int("short_filter_order", short_filter_order, 1, odd=centred)
+        self.dim = dim
+        self.use_layernorm = bool(use_layernorm)
+        self.in_proj = nn.Linear(dim, 3 * dim)
+        padding = short_filter_order // 2 if centred else short_filter_order - 1
+        self.short_filter = nn.Conv1d(3 * dim, 3 * dim, short_filter_order, padding=padding, groups=3 * dim)
+        self.filter_fn = HyenaFilter(dim, filter_size, emb_dim, filter_order, num_inner_mlps, sin_freq, centred)
+        if self.use_layernorm:
+            self.qk_norm = nn.ModuleList([LayerNormCF(dim, bias=False)])  # one per order - 1 gate, as official
+            self.out_norm = LayerNormCF(dim, bias=False)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        u = linear_cf(x, self.in_proj)  # (B, 3C, H, W)
+        u = u.reshape(b, 3 * c, h * w)  # (B, 3C, L), raster order
+        u = self.short_filter(u)[..., : h * w]  # (B, 3C, L); causal: drops the k - 1 look-ahead outputs
+        x0, x1, v = u.chunk(3, dim=1)  # (B, C, L) each
+        v = x1 * v
+        if self.use_layernorm:
+            v = self.qk_norm[0](v.unsqueeze(-1)).squeeze(-1)  # (B, C, L, 1) -> norm over C -> (B, C, L)
+        y = x0 * self.filter_fn(v).to(v.dtype)  # (B, C, L); long conv in float32
+        y = y.reshape(b, c, h, w)  # (B, C, H, W)
+        if self.use_layernorm:
+            y = self.out_norm(y)
+        return linear_cf(y, self.out_proj)  # (B, C, H, W)
+
+
 @register_mixer(
     "hyena",
     paper="Poli et al., Hyena Hierarchy: Towards Larger Convolutional Language Models, ICML 2023",
     family="hyena",
     complexity="O(N log N)",
 )
-class HyenaMixer(nn.Module):
+class HyenaMixer(Hyena1D):
     """Causal Hyena operator of order 2 (safari) over the raster order. Maps (B, C, H, W) -> (B, C, H, W), any size.
 
     The image is flattened row by row to L = H * W tokens; output token i only depends on tokens <= i::
@@ -199,22 +246,6 @@ class HyenaMixer(nn.Module):
         sin_freq: float = 1.0,
     ) -> None:
         super().__init__()
-        check_int("short_filter_order", short_filter_order, 1)
-        self.dim = dim
-        self.in_proj = nn.Linear(dim, 3 * dim)
-        self.short_filter = nn.Conv1d(
-            3 * dim, 3 * dim, short_filter_order, padding=short_filter_order - 1, groups=3 * dim
+        self._build(
+            dim, filter_size, emb_dim, filter_order, num_inner_mlps, short_filter_order, sin_freq, centred=False
         )
-        self.filter_fn = HyenaFilter(dim, filter_size, emb_dim, filter_order, num_inner_mlps, sin_freq, centred=False)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        u = linear_cf(x, self.in_proj)  # (B, 3C, H, W)
-        u = u.reshape(b, 3 * c, h * w)  # (B, 3C, L), raster order
-        u = self.short_filter(u)[..., : h * w]  # (B, 3C, L), causal: drop the k - 1 look-ahead outputs
-        x0, x1, v = u.chunk(3, dim=1)  # (B, C, L) each
-        v = x1 * v
-        y = x0 * self.filter_fn(v).to(v.dtype)  # (B, C, L); long conv in float32
-        y = y.reshape(b, c, h, w)  # (B, C, H, W)
-        return linear_cf(y, self.out_proj)

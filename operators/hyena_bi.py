@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
-from sandbox.errors import check_int
 from sandbox.registry import register_mixer
 
-from ._common import LayerNormCF, linear_cf
-from .hyena import HyenaFilter
+from .hyena import Hyena1D
 
 
 @register_mixer(
@@ -17,7 +13,7 @@ from .hyena import HyenaFilter
     family="hyena",
     complexity="O(N log N)",
 )
-class HyenaBiMixer(nn.Module):
+class HyenaBiMixer(Hyena1D):
     """Bidirectional Hyena of order 2 over the raster order. Maps (B, C, H, W) -> (B, C, H, W), any size.
 
     The image is flattened row by row to L = H * W tokens (so the short and long filters wrap across rows)::
@@ -64,30 +60,14 @@ class HyenaBiMixer(nn.Module):
         use_layernorm: bool = False,
     ) -> None:
         super().__init__()
-        check_int("short_filter_order", short_filter_order, 1, odd=True)
-        self.dim = dim
-        self.use_layernorm = bool(use_layernorm)
-        self.in_proj = nn.Linear(dim, 3 * dim)
-        self.short_filter = nn.Conv1d(
-            3 * dim, 3 * dim, short_filter_order, padding=short_filter_order // 2, groups=3 * dim
+        self._build(
+            dim,
+            filter_size,
+            emb_dim,
+            filter_order,
+            num_inner_mlps,
+            short_filter_order,
+            sin_freq,
+            centred=True,
+            use_layernorm=use_layernorm,
         )
-        self.filter_fn = HyenaFilter(dim, filter_size, emb_dim, filter_order, num_inner_mlps, sin_freq, centred=True)
-        if self.use_layernorm:
-            self.qk_norm = nn.ModuleList([LayerNormCF(dim, bias=False)])  # one per order - 1 gate, as official
-            self.out_norm = LayerNormCF(dim, bias=False)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        u = linear_cf(x, self.in_proj)  # (B, 3C, H, W)
-        u = u.reshape(b, 3 * c, h * w)  # (B, 3C, L), raster order
-        u = self.short_filter(u)  # (B, 3C, L), centred
-        x0, x1, v = u.chunk(3, dim=1)  # (B, C, L) each
-        v = x1 * v
-        if self.use_layernorm:
-            v = self.qk_norm[0](v.unsqueeze(-1)).squeeze(-1)  # (B, C, L, 1) -> norm over C -> (B, C, L)
-        y = x0 * self.filter_fn(v).to(v.dtype)  # (B, C, L); long conv in float32
-        y = y.reshape(b, c, h, w)  # (B, C, H, W)
-        if self.use_layernorm:
-            y = self.out_norm(y)
-        return linear_cf(y, self.out_proj)

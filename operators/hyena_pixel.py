@@ -7,17 +7,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError, check_int
+from sandbox.errors import check_int, check_positive
 from sandbox.registry import register_mixer
 
 from ._common import LayerNormCF, SizeCache, fp32, linear_cf
 from ._fft import fftconv2d
-from .hyena import Sin, check_filter_size
+from .hyena import Sin, check_filter_size, modulation_deltas
 
 __all__ = ["HyenaPixelMixer", "HyenaPixelFilter"]
 
-# HyenaPixel's decay-rate init: deltas_c = linspace(ln(target)/slow, ln(target)/fast, C) (then / decay_scale)
-_TARGET, _FAST_DECAY_PCT, _SLOW_DECAY_PCT = 1e-2, 0.3, 1.5
 _GLOBAL_DECAY_SCALE = 128.0  # pixels; ~2x the side of a 64 px training crop, as the official K ~ 2x the map side
 
 
@@ -68,12 +66,9 @@ class HyenaPixelFilter(nn.Module):
         check_filter_size(filter_size, centred=True)
         check_int("emb_dim", emb_dim, 4, multiple_of=4)
         check_int("filter_order", filter_order, 1)
-        if decay_scale is not None and (
-            not isinstance(decay_scale, (int, float)) or isinstance(decay_scale, bool) or decay_scale <= 0
-        ):
-            raise OptionError(f"decay_scale={decay_scale!r} is not valid; expected None or a number > 0 (pixels)")
-        if not isinstance(sin_freq, (int, float)) or isinstance(sin_freq, bool) or sin_freq <= 0:
-            raise OptionError(f"sin_freq={sin_freq!r} is not valid; expected a number > 0")
+        if decay_scale is not None:
+            check_positive("decay_scale", decay_scale)
+        check_positive("sin_freq", sin_freq)
         self.channels = channels
         self.filter_size = filter_size
         self.emb_dim = emb_dim
@@ -87,8 +82,8 @@ class HyenaPixelFilter(nn.Module):
             Sin(filter_order, sin_freq),
             nn.Linear(filter_order, channels, bias=False),
         )
-        lo, hi = math.log(_TARGET) / _SLOW_DECAY_PCT, math.log(_TARGET) / _FAST_DECAY_PCT
-        self.deltas = nn.Parameter(torch.linspace(lo, hi, channels).view(1, channels, 1, 1))
+        # official init: safari's rates with their (negative) sign, linspace(ln(0.01)/1.5, ln(0.01)/0.3, C)
+        self.deltas = nn.Parameter(-modulation_deltas(channels, "cpu").view(1, channels, 1, 1))
         self.shift = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.bias = nn.Parameter(torch.randn(1, channels, 1, 1))  # the skip term D
         self._cache = SizeCache()
