@@ -13,10 +13,19 @@ from sandbox.registry import register_mixer
 from ._common import LayerNormCF, SizeCache, fp32, linear_cf
 from ._fft import fftconv1d
 
-__all__ = ["Hyena1D", "HyenaMixer", "HyenaFilter", "Sin", "check_filter_size", "modulation_deltas"]
+__all__ = ["Hyena1D", "HyenaMixer", "HyenaFilter", "Sin", "check_filter_size", "modulation_deltas", "sin_mlp"]
 
 # safari ExponentialModulation constants: |delta_c| = linspace(ln(target)/slow, ln(target)/fast, C) in [3.07, 15.35]
 _TARGET, _FAST_DECAY_PCT, _SLOW_DECAY_PCT = 1e-2, 0.3, 1.5
+
+
+def sin_mlp(in_dim: int, width: int, out_dim: int, num_inner: int, sin_freq: float) -> nn.Sequential:
+    """Implicit-filter MLP (safari, HyenaPixel): Linear -> Sin -> [Linear -> Sin] x num_inner -> Linear (no bias)."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, width), Sin(width, sin_freq)]
+    for _ in range(num_inner):
+        layers += [nn.Linear(width, width), Sin(width, sin_freq)]
+    layers.append(nn.Linear(width, out_dim, bias=False))
+    return nn.Sequential(*layers)
 
 
 def check_filter_size(value, centred: bool) -> None:
@@ -96,11 +105,7 @@ class HyenaFilter(nn.Module):
         self.filter_size = filter_size
         self.emb_dim = emb_dim
         self.centred = centred
-        layers: list[nn.Module] = [nn.Linear(emb_dim, filter_order), Sin(filter_order, sin_freq)]
-        for _ in range(num_inner_mlps):
-            layers += [nn.Linear(filter_order, filter_order), Sin(filter_order, sin_freq)]
-        layers.append(nn.Linear(filter_order, channels, bias=False))
-        self.implicit_filter = nn.Sequential(*layers)
+        self.implicit_filter = sin_mlp(emb_dim, filter_order, channels, num_inner_mlps, sin_freq)
         self.bias = nn.Parameter(torch.randn(channels))  # the skip term D
         self._cache = SizeCache()
 

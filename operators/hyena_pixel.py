@@ -12,7 +12,7 @@ from sandbox.registry import register_mixer
 
 from ._common import LayerNormCF, SizeCache, fp32, linear_cf
 from ._fft import fftconv2d
-from .hyena import Sin, check_filter_size, modulation_deltas
+from .hyena import check_filter_size, modulation_deltas, sin_mlp
 
 __all__ = ["HyenaPixelMixer", "HyenaPixelFilter"]
 
@@ -75,13 +75,7 @@ class HyenaPixelFilter(nn.Module):
         if decay_scale is None:
             decay_scale = _GLOBAL_DECAY_SCALE if filter_size == "global" else filter_size
         self.decay_scale = float(decay_scale)
-        self.implicit_filter = nn.Sequential(
-            nn.Linear(emb_dim, filter_order),
-            Sin(filter_order, sin_freq),
-            nn.Linear(filter_order, filter_order),
-            Sin(filter_order, sin_freq),
-            nn.Linear(filter_order, channels, bias=False),
-        )
+        self.implicit_filter = sin_mlp(emb_dim, filter_order, channels, 1, sin_freq)  # official: one inner layer
         # official init: safari's rates with their (negative) sign, linspace(ln(0.01)/1.5, ln(0.01)/0.3, C)
         self.deltas = nn.Parameter(-modulation_deltas(channels, "cpu").view(1, channels, 1, 1))
         self.shift = nn.Parameter(torch.zeros(1, channels, 1, 1))
