@@ -3,17 +3,40 @@
 Public API::
 
     from sandbox import build_mixer, list_mixers, mixer_info, register_mixer, load_plugins
+    from sandbox import build_arch, list_archs, register_arch, load_checkpoint, count_params, count_macs
 """
 
+from .checkpoint import load_checkpoint, save_atomic
+from .complexity import count_macs, count_params
 from .errors import OptionError, SandboxError, UnknownNameError
 from .plugins import load_plugins
-from .registry import MIXERS, Registry, build_mixer, list_mixers, mixer_info, parse_spec, register_mixer
+from .registry import (
+    ARCHS,
+    MIXERS,
+    Registry,
+    build_arch,
+    build_mixer,
+    list_archs,
+    list_mixers,
+    mixer_info,
+    parse_spec,
+    register_arch,
+    register_mixer,
+)
 from .utils import resolve_device
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ARCHS",
     "MIXERS",
+    "build_arch",
+    "count_macs",
+    "count_params",
+    "list_archs",
+    "load_checkpoint",
+    "register_arch",
+    "save_atomic",
     "OptionError",
     "Registry",
     "SandboxError",

@@ -33,6 +33,10 @@ __all__ = [
     "list_mixers",
     "mixer_info",
     "parse_spec",
+    "ARCHS",
+    "register_arch",
+    "build_arch",
+    "list_archs",
 ]
 
 _KEY_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -292,3 +296,60 @@ def list_mixers(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str]
 def mixer_info(name: str) -> Entry:
     """The registry entry (constructor, metadata, options) of mixer ``name``."""
     return MIXERS.entry(name)
+
+
+# -------------------------------------------------------------------------------------------------------- networks
+ARCH_FAMILIES = ("restoration", "classification", "reference")
+
+
+def _populate_archs() -> None:
+    import archs  # noqa: F401  (registers the built-in networks)
+
+    MIXERS._ensure()  # plugins may register networks as well as mixers
+
+
+ARCHS = Registry(
+    "network",
+    list_hint="list them with `python -m sandbox archs` or list_archs('{pattern}')",
+    required_meta=("family", "paper"),
+    populate=_populate_archs,
+)
+
+
+def register_arch(name: str, *, family: str, paper: str, **meta: Any) -> Callable[[Callable], Callable]:
+    """Register a network entrypoint (a function or class taking keyword options) under ``name``.
+
+    Args:
+        name: snake_case registry key.
+        family: ``"restoration"`` (image in, image out), ``"classification"`` (image in, logits out) or
+            ``"reference"`` (fixed published networks that load official weights).
+        paper: short citation.
+        meta: anything else shown by ``python -m sandbox archs`` (e.g. ``input="3x224x224"``).
+    """
+    if family not in ARCH_FAMILIES:
+        raise SandboxError(f"network family {family!r} is not one of {', '.join(map(repr, ARCH_FAMILIES))}")
+    return ARCHS.register(name, family=family, paper=paper, **meta)
+
+
+def build_arch(spec: str | Mapping[str, Any], **overrides: Any):
+    """Build a network from ``"name"``, ``"name:key=value,..."`` or ``{"name": ..., **options}``.
+
+    The returned module carries ``arch_spec`` (``{"name": ..., **options}``), enough to rebuild it: checkpoints store
+    it so that evaluation never needs the original config.
+    """
+    name, options = parse_spec(spec, "network")
+    options.update(overrides)
+    model = ARCHS.build({"name": name, **options})
+    try:
+        model.arch_spec = {"name": name, **options}
+    except AttributeError:  # an entrypoint returning something that takes no attributes
+        pass
+    return model
+
+
+def list_archs(
+    pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] = (), family: str | None = None
+) -> list[str]:
+    """Registered network keys matching fnmatch ``pattern`` minus ``exclude``, optionally of one ``family``, sorted."""
+    names = ARCHS.list(pattern, exclude)
+    return [n for n in names if family is None or ARCHS.entry(n).meta["family"] == family]

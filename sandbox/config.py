@@ -1,0 +1,101 @@
+"""Typed dataclass configs and checked overrides.
+
+Configs are plain dataclasses with a default and a comment per field (nanoGPT's ``GPTConfig``). Overrides arrive as
+a mapping (from keyword arguments, YAML or ``--set key=value``); :func:`apply_overrides` rejects unknown keys with a
+close-match suggestion and values of the wrong type, naming the value and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any, Mapping, TypeVar
+
+from .errors import OptionError
+
+T = TypeVar("T")
+
+__all__ = ["apply_overrides", "config_dict"]
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(whether ``value`` fits annotation ``tp``, the value converted: lists to tuples, ints to floats)."""
+    if tp is Any:
+        return True, value
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False, value
+        args = typing.get_args(tp)
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        elif origin is list:
+            args = (args[0] if args else Any,) * len(value)
+        if len(args) != len(value):
+            return False, value
+        out = []
+        for v, a in zip(value, args):
+            ok, conv = _type_ok(v, a)
+            if not ok:
+                return False, value
+            out.append(conv)
+        return True, tuple(out) if origin is tuple else out
+    if origin is not None:  # dict, Mapping, Literal...: accept as is
+        return True, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def apply_overrides(cfg: T, overrides: Mapping[str, Any], what: str = "config") -> T:
+    """A copy of dataclass ``cfg`` with ``overrides`` applied; unknown keys and mistyped values raise OptionError.
+
+    Example messages: ``network config has no field 'embdim'; did you mean 'embed_dim'? fields: ...`` and
+    ``embed_dim='wide' is not valid for network config; expected int``.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    hints = typing.get_type_hints(type(cfg))
+    changes = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise OptionError(f"{what} has no field {key!r}; {hint}fields: {', '.join(fields)}")
+        ok, value = _type_ok(value, hints.get(key, Any))
+        if not ok:
+            raise OptionError(f"{key}={value!r} is not valid for {what}; expected {_describe(hints[key])}")
+        changes[key] = value
+    return dataclasses.replace(cfg, **changes)
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """``dataclasses.asdict`` with tuples turned into lists (YAML/JSON friendly)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
