@@ -155,6 +155,12 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self._cache = SizeCache()
 
+    @property
+    def pad_multiple(self) -> int:
+        """Networks reflect-pad their input to this multiple (SwinIR's ``check_image_size``), so windows see image
+        content rather than masked padding; the mixer itself accepts any size."""
+        return self.window_size
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, shift={self.shift}, num_heads={self.num_heads}"
 

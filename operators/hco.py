@@ -215,6 +215,8 @@ class HeatConduction(nn.Module):
         if k_mode == "predicted":
             self.freq_embed = FrequencyEmbedding(dim, embed_size)
         self._cache = SizeCache()
+        self._eval_cache = SizeCache(maxsize=4)  # inference decays per size, see decay()
+        self._eval_state: tuple = ()
         self._init_weights()
 
     def _init_weights(self) -> None:  # vHeat: Linear trunc_normal(0.02) and zero bias; convs keep PyTorch's default
@@ -256,11 +258,34 @@ class HeatConduction(nn.Module):
         return self.to_k(fve).permute(2, 0, 1)  # (C, h, w)
 
     def decay(self, h: int, w: int, device: torch.device) -> Tensor:
-        """exp(-k (w_n^2 + w_m^2) t), shape (h, w) or (C, h, w), fp32."""
+        """exp(-k (w_n^2 + w_m^2) t), shape (h, w) or (C, h, w), fp32.
+
+        k depends on the parameters only, never on the input. In inference (eval mode, gradients off) the decay is
+        therefore computed once per size and reused until a parameter changes (vHeat's ``infer_mode`` fuses it the
+        same way, at its training size only): later forwards skip the FVE -> k linear and the exp.
+        """
         w2 = frequency_sq(h, w, device)  # (h, w)
         if self.k_mode == "fixed":
             return self._cache.get(("decay", h, w, str(device)), lambda: torch.exp(-self.k * self.t * w2))
+        if self.training or torch.is_grad_enabled():
+            return self._decay(h, w, device, w2)
+        state = self._parameter_state()
+        if state != self._eval_state:  # a parameter was updated, loaded or moved: every cached decay is stale
+            self._eval_cache.clear()
+            self._eval_state = state
+        return self._eval_cache.get((h, w, str(device)), lambda: self._decay(h, w, device, w2))
+
+    def _decay(self, h: int, w: int, device: torch.device, w2: Tensor) -> Tensor:
         return torch.exp(-self.conductivity(h, w).to(device) * (self.t * w2))
+
+    def _parameter_state(self) -> tuple:
+        """(storage, in-place version) of every tensor k depends on; changes whenever one of them does."""
+        if self.k_mode == "learnable":
+            tensors = [self.k_raw]
+        else:
+            embed = self.freq_embed if self.k_mode == "predicted" else self.__dict__.get("_shared_embed")
+            tensors = [self.to_k[0].weight, self.to_k[0].bias] + ([embed.weight] if embed is not None else [])
+        return tuple((t.data_ptr(), t._version) for t in tensors)
 
     def forward(self, x: Tensor) -> Tensor:
         _, _, h, w = x.shape

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sandbox.errors import check_int, check_positive
+from sandbox.errors import OptionError, check_int, check_positive
 from sandbox.registry import register_mixer
 
 from ._common import LayerNormCF, SizeCache, fp32, linear_cf
@@ -39,9 +39,19 @@ class HyenaPixelFilter(nn.Module):
     +-min(K // 2, H - 1 or W - 1) for an odd K; only the offsets that can reach an output are evaluated. Because
     the features and the decay depend on the offset alone (not on the grid or the image size), one pixel offset
     gets the same filter value at every size, e.g. on 64 x 64 training crops and 481 x 321 test images.
-    Deviation from the official module: there, z is a trainable Parameter on a fixed K x K grid of absolute indices
-    (and the distance map a frozen Parameter), so the field is fixed in pixels and resizing needs an offline
-    interpolation; here both are derived from the size, cached (never in the state_dict), and any size works.
+
+    Positional features z, two ways:
+
+    - derived (default): pe(dy, dx) is computed for the offsets at hand and cached (never in the state_dict).
+    - ``learned_pos=True`` (integer K only): z is a trainable Parameter ``z`` of shape (1, E, K, K), as the official
+      ``Hyena2DConv.z`` (state_dict key ``long_conv.z``), initialised to the same pe at the centred offsets
+      -(K // 2) .. K // 2, so at initialisation the kernel equals the derived one. Inputs smaller than the kernel use
+      its centre crop; the K x K field stays fixed in pixels at every size. The official module initialises z at
+      the absolute indices 0..K-1 instead (same shape and count, different values; it also stores the K x K
+      distance map as a frozen Parameter, which here is always derived).
+
+    The distance map is always derived and cached. Deviation from the official module in the default mode: no
+    Parameter tied to a K x K grid, so nothing needs offline interpolation between training and test sizes.
 
     Args:
         channels: channels C.
@@ -51,6 +61,8 @@ class HyenaPixelFilter(nn.Module):
         decay_scale: pixels dividing r |delta|; ``None`` is K for an integer filter_size (the official deltas / K)
             and 128 for ``"global"`` (the official K = 2 x map side - 1 for 64 x 64 maps).
         sin_freq: initial frequency w of the Sin activations (official 1).
+        learned_pos: z is a trainable (1, E, K, K) Parameter (official) instead of derived features; needs an
+            integer filter_size.
     """
 
     def __init__(
@@ -61,6 +73,7 @@ class HyenaPixelFilter(nn.Module):
         filter_order: int,
         decay_scale: float | None,
         sin_freq: float,
+        learned_pos: bool = False,
     ) -> None:
         super().__init__()
         check_filter_size(filter_size, centred=True)
@@ -69,9 +82,17 @@ class HyenaPixelFilter(nn.Module):
         if decay_scale is not None:
             check_positive("decay_scale", decay_scale)
         check_positive("sin_freq", sin_freq)
+        if not isinstance(learned_pos, bool):
+            raise OptionError(f"learned_pos={learned_pos!r} is not valid; expected True or False")
+        if learned_pos and filter_size == "global":
+            raise OptionError(
+                "learned_pos=True needs an integer filter_size K (z is a K x K Parameter); "
+                "filter_size='global' has no fixed grid"
+            )
         self.channels = channels
         self.filter_size = filter_size
         self.emb_dim = emb_dim
+        self.learned_pos = learned_pos
         if decay_scale is None:
             decay_scale = _GLOBAL_DECAY_SCALE if filter_size == "global" else filter_size
         self.decay_scale = float(decay_scale)
@@ -80,6 +101,10 @@ class HyenaPixelFilter(nn.Module):
         self.deltas = nn.Parameter(-modulation_deltas(channels, "cpu").view(1, channels, 1, 1))
         self.shift = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.bias = nn.Parameter(torch.randn(1, channels, 1, 1))  # the skip term D
+        if learned_pos:
+            r, k = filter_size // 2, filter_size
+            pe = self._features(r, r, torch.device("cpu"))  # (K * K, E), raster order over (dy, dx)
+            self.z = nn.Parameter(pe.t().reshape(1, emb_dim, k, k).contiguous())  # (1, E, K, K)
         self._cache = SizeCache()
 
     def reach(self, height: int, width: int) -> tuple[int, int]:
@@ -112,10 +137,17 @@ class HyenaPixelFilter(nn.Module):
     def kernel(self, height: int, width: int, device: torch.device) -> Tensor:
         """The kernel (C, 2ry + 1, 2rx + 1) in float32 for an H x W input; its centre is offset (0, 0)."""
         ry, rx = self.reach(height, width)
-        z = self._cache.get(("pe2d", ry, rx, device, torch.float32), lambda: self._features(ry, rx, device))
         r = self._cache.get(("distance", ry, rx, device, torch.float32), lambda: self._distance(ry, rx, device))
+        if self.learned_pos:
+            c = self.filter_size // 2
+            z = self.z[0, :, c - ry : c + ry + 1, c - rx : c + rx + 1]  # (E, Ny, Nx), centre crop
+            # a copy, not a view: a view of a Parameter made under no_grad claims requires_grad without a grad_fn,
+            # which breaks module hooks (FlopCounterMode's module tracker)
+            z = z.reshape(self.emb_dim, -1).t().contiguous()  # (Ny * Nx, E)
+        else:
+            z = self._cache.get(("pe2d", ry, rx, device, torch.float32), lambda: self._features(ry, rx, device))
         with fp32(z):
-            k = self.implicit_filter(z)  # (Ny * Nx, C)
+            k = self.implicit_filter(z.float())  # (Ny * Nx, C)
             k = k.t().reshape(self.channels, 2 * ry + 1, 2 * rx + 1)  # (C, Ny, Nx)
             decay = torch.exp(-r[None] * self.deltas.float().abs().view(-1, 1, 1) / self.decay_scale)  # (C, Ny, Nx)
             return k * (decay + self.shift.float().view(-1, 1, 1))
@@ -146,12 +178,14 @@ class HyenaPixelMixer(nn.Module):
     ``long_conv`` is :class:`HyenaPixelFilter`: a kernel generated from 2D sinusoidal features of the centred pixel
     offset through a Sin MLP, with a trainable radial decay, applied by zero-padded FFT (no wrap-around). With
     ``filter_size="global"`` it spans (2H - 1) x (2W - 1), so every pixel sees every other at every size; with an
-    odd K it spans K x K pixels. The filter value at a given offset is the same at every image size (the official
-    module's z is a trainable Parameter on a fixed K x K grid; here the features are derived and cached, so no
-    interpolation is needed between training and test sizes). The FFT, the filter generation, the exponentials and
+    odd K it spans K x K pixels. The filter value at a given offset is the same at every image size: by default the
+    positional features are derived and cached, so no interpolation is needed between training and test sizes;
+    ``learned_pos=True`` makes them a trainable (1, E, K, K) Parameter ``long_conv.z`` as in the official module
+    (same kernel at initialisation; the parameter count then matches the official one, less the K^2 frozen
+    distance-map elements per layer, which stay derived). The FFT, the filter generation, the exponentials and
     qk_norm run in float32 under autocast. state_dict keys follow the official module: ``pointwise_conv``,
-    ``depthwise_conv``, ``long_conv.{implicit_filter, deltas, shift, bias}``, ``qk_norm``, ``out_norm``,
-    ``out_proj`` (no ``z`` or ``distance_map``).
+    ``depthwise_conv``, ``long_conv.{implicit_filter, deltas, shift, bias}`` (+ ``long_conv.z`` with
+    ``learned_pos``), ``qk_norm``, ``out_norm``, ``out_proj`` (never ``distance_map``).
 
     Args:
         dim: channels C.
@@ -163,6 +197,8 @@ class HyenaPixelMixer(nn.Module):
         use_layernorm: qk_norm/out_norm LayerNorms without bias and a Linear out_proj (hpx_former), else a 1 x 1
             convolution out_proj and no norms (c_hpx_former).
         sin_freq: initial frequency w of the Sin activations (official 1).
+        learned_pos: positional features z as a trainable (1, E, K, K) Parameter, initialised to the derived
+            features (official ``Hyena2DConv.z``); needs an integer filter_size.
     """
 
     def __init__(
@@ -175,6 +211,7 @@ class HyenaPixelMixer(nn.Module):
         short_kernel_size: int = 5,
         use_layernorm: bool = True,
         sin_freq: float = 1.0,
+        learned_pos: bool = False,
     ) -> None:
         super().__init__()
         check_int("short_kernel_size", short_kernel_size, 1, odd=True)
@@ -184,7 +221,7 @@ class HyenaPixelMixer(nn.Module):
         self.depthwise_conv = nn.Conv2d(
             3 * dim, 3 * dim, short_kernel_size, padding=short_kernel_size // 2, groups=3 * dim
         )
-        self.long_conv = HyenaPixelFilter(dim, filter_size, emb_dim, filter_order, decay_scale, sin_freq)
+        self.long_conv = HyenaPixelFilter(dim, filter_size, emb_dim, filter_order, decay_scale, sin_freq, learned_pos)
         if self.use_layernorm:
             self.qk_norm = LayerNormCF(dim, bias=False)
             self.out_norm = LayerNormCF(dim, bias=False)

@@ -354,3 +354,49 @@ def test_other_invalid_options():
     for name, opts in bad:
         with pytest.raises(OptionError, match=next(iter(opts))):
             build_mixer(name, 8, **opts)
+
+
+# ------------------------------------------------------------------------------------- learned positional features
+def test_hyena_pixel_learned_pos_matches_derived_at_init():
+    """``learned_pos`` stores z as the official (1, E, K, K) Parameter with the derived features as its init."""
+    torch.manual_seed(0)
+    derived = HyenaPixelMixer(8, filter_size=9, emb_dim=12, filter_order=16).eval()
+    learned = HyenaPixelMixer(8, filter_size=9, emb_dim=12, filter_order=16, learned_pos=True).eval()
+    missing, unexpected = learned.load_state_dict(derived.state_dict(), strict=False)
+    assert missing == ["long_conv.z"] and not unexpected, (missing, unexpected)
+    assert learned.long_conv.z.shape == (1, 12, 9, 9) and learned.long_conv.z.requires_grad
+    for size in [(6, 5), (13, 11), (1, 1)]:  # smaller than the kernel (centre crop of z), larger, tiny
+        x = _randn(2, 8, *size, seed=5)
+        with torch.no_grad():
+            torch.testing.assert_close(learned(x), derived(x), atol=1e-6, rtol=1e-5)
+    n_z = 12 * 9 * 9
+    assert sum(p.numel() for p in learned.parameters()) == sum(p.numel() for p in derived.parameters()) + n_z
+
+
+def test_hyena_pixel_learned_pos_gets_a_gradient():
+    torch.manual_seed(0)
+    mixer = build_mixer("hyena_pixel:filter_size=7,learned_pos=True", 8)
+    mixer(_randn(1, 8, 10, 9, seed=2)).square().sum().backward()
+    grad = mixer.long_conv.z.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().max() > 0
+    # a 3 x 2 input reaches offsets +-2 x +-1 only (the centre crop of z); the rest of z gets no gradient
+    mixer.zero_grad(set_to_none=True)
+    mixer(_randn(1, 8, 3, 2, seed=2)).square().sum().backward()
+    grad = mixer.long_conv.z.grad[0].abs().sum(0)  # (7, 7)
+    inside = torch.zeros(7, 7, dtype=torch.bool)
+    inside[1:6, 2:5] = True
+    assert grad[inside].min() > 0 and grad[~inside].max() == 0
+
+
+def test_hyena_pixel_learned_pos_needs_an_integer_filter_size():
+    with pytest.raises(OptionError, match="learned_pos") as info:
+        build_mixer("hyena_pixel:learned_pos=True", 8)
+    assert "\n" not in str(info.value)
+    with pytest.raises(OptionError, match="learned_pos"):
+        build_mixer("hyena_pixel:filter_size=5", 8, learned_pos="yes")
+
+
+def test_hyena_pixel_learned_pos_conformance():
+    results = run_conformance("hyena_pixel:filter_size=5,learned_pos=True")
+    failed = {k: v for k, v in results.items() if v is not None}
+    assert not failed, failed
