@@ -1,6 +1,7 @@
-"""``python -m sandbox``: list mixers, inspect one, run the conformance checks on one.
+"""``python -m sandbox``: list mixers and networks, run the conformance checks on one mixer.
 
-python -m sandbox mixers [PATTERN ...] [--exclude PAT] [--plugin MODULE]
+python -m sandbox mixers [PATTERN ...] [--exclude PAT] [--options] [--plugin MODULE]
+python -m sandbox archs [PATTERN ...] [--family F] [--size S] [--no-flops] [--plugin MODULE]
 python -m sandbox check NAME_OR_SPEC [--device cpu] [--plugin MODULE]
 """
 
@@ -11,7 +12,7 @@ import inspect
 
 from .cli import add_plugin_arg, markdown_table, run_main
 from .plugins import load_plugins
-from .registry import MIXERS, list_mixers
+from .registry import ARCHS, MIXERS, build_arch, list_archs, list_mixers
 
 
 def _fmt_default(v) -> str:
@@ -34,6 +35,34 @@ def cmd_mixers(args) -> int:
     header += ["options"] * bool(args.options) + ["module"] * bool(args.module)
     print(markdown_table(header, rows))
     print(f"\n{len(names)} mixer(s). Build one with sandbox.build_mixer(name, dim) or a spec 'name:key=value,...'.")
+    return 0
+
+
+DEFAULT_SIZE = {"classification": 224, "restoration": 128, "reference": 128}
+
+
+def cmd_archs(args) -> int:
+    from .complexity import count_macs, count_params, human
+
+    names = list_archs(args.pattern or "*", args.exclude, family=args.family)
+    rows = []
+    for n in names:
+        e = ARCHS.entry(n)
+        family = e.meta["family"]
+        net = build_arch(n)
+        size = args.size or DEFAULT_SIZE[family]
+        shape = (1, int(getattr(net, "in_chans", 3)), size, size)
+        macs = "-" if args.no_flops else human(count_macs(net, shape))
+        default = e.options().get("preset", "")
+        rows.append([n, family, default if isinstance(default, str) else "", human(count_params(net)), macs,
+                     "x".join(map(str, shape)), e.meta["paper"]])  # fmt: skip
+        del net
+    header = ["network", "family", "preset", "params", "MACs", "input", "paper"]
+    print(markdown_table(header, rows, align="lllrrll"))
+    print(
+        f"\n{len(names)} network(s). MACs: multiply-adds of one forward pass at the input shown (one multiply-add "
+        "counted once, as fvcore and the papers; FFTs not counted). Build one with sandbox.build_arch(name, **options)."
+    )
     return 0
 
 
@@ -60,6 +89,14 @@ def main(argv=None) -> int:
     p.add_argument("--module", action="store_true", help="also show the module that registered each mixer")
     add_plugin_arg(p)
     p.set_defaults(fn=cmd_mixers)
+    p = sub.add_parser("archs", help="list registered networks with parameters and FLOPs (multiply-adds)")
+    p.add_argument("pattern", nargs="*", help="fnmatch patterns, e.g. 'vheat*' (default: all)")
+    p.add_argument("--exclude", action="append", default=[], help="fnmatch pattern to leave out; repeatable")
+    p.add_argument("--family", choices=["restoration", "classification", "reference"], default=None)
+    p.add_argument("--size", type=int, default=None, help="square input side for FLOPs (default 224 / 128)")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (fast listing)")
+    add_plugin_arg(p)
+    p.set_defaults(fn=cmd_archs)
     p = sub.add_parser("check", help="run the mixer conformance checks on one mixer (name or 'name:key=value,...')")
     p.add_argument("spec")
     p.add_argument("--device", default=None)
