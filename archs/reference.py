@@ -207,7 +207,13 @@ def _load(model: nn.Module, path: Path) -> nn.Module:
     return load_checkpoint(model, path)
 
 
-@register_arch("dncnn", family="reference", paper=DNCNN_PAPER, input="1 or 3 channels in [0, 1], any H, W")
+@register_arch(
+    "dncnn",
+    family="reference",
+    paper=DNCNN_PAPER,
+    input="1 or 3 channels in [0, 1], any H, W",
+    official="0.56M (S) / 0.67M (B)",
+)
 def dncnn(
     variant: str = "s",
     in_chans: int = 1,
@@ -243,7 +249,13 @@ def dncnn(
     return _load(model, Path(weights))
 
 
-@register_arch("ffdnet", family="reference", paper=FFDNET_PAPER, input="1 or 3 channels in [0, 1], any H, W")
+@register_arch(
+    "ffdnet",
+    family="reference",
+    paper=FFDNET_PAPER,
+    input="1 or 3 channels in [0, 1], any H, W",
+    official="0.49M (gray) / 0.85M (color)",
+)
 def ffdnet(
     in_chans: int = 1,
     sigma: float = 25.0,

@@ -451,7 +451,9 @@ def _make_config(preset: str, task: str, in_chans: int, base: dict[str, Any], ov
 SWINIR_PAPER = "Liang et al., SwinIR: Image Restoration Using Swin Transformer, ICCVW 2021"
 
 
-@register_arch("swinir", family="restoration", paper=SWINIR_PAPER, presets=tuple(PRESETS))
+@register_arch(
+    "swinir", family="restoration", paper=SWINIR_PAPER, presets=tuple(PRESETS), official="11.50M (SwinIR-M color dn)"
+)
 def swinir(preset: str = "paper", task: str = "denoise", in_chans: int = 3, **overrides: Any) -> RestorationNet:
     """SwinIR (window attention, shifts alternating 0 / ws // 2); loads official SwinIR weights.
 

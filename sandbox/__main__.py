@@ -55,10 +55,10 @@ def cmd_archs(args) -> int:
         macs = "-" if args.no_flops else human(count_macs(net, shape))
         default = e.options().get("preset", "")
         rows.append([n, family, default if isinstance(default, str) else "", human(count_params(net)), macs,
-                     "x".join(map(str, shape)), e.meta["paper"]])  # fmt: skip
+                     "x".join(map(str, shape)), e.meta.get("official", ""), e.meta["paper"]])  # fmt: skip
         del net
-    header = ["network", "family", "preset", "params", "MACs", "input", "paper"]
-    print(markdown_table(header, rows, align="lllrrll"))
+    header = ["network", "family", "preset", "params", "MACs", "input", "official (params/FLOPs at 224)", "paper"]
+    print(markdown_table(header, rows, align="lllrrlll"))
     print(
         f"\n{len(names)} network(s). MACs: multiply-adds of one forward pass at the input shown (one multiply-add "
         "counted once, as fvcore and the papers; FFTs not counted). Build one with sandbox.build_arch(name, **options)."
