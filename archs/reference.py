@@ -255,6 +255,7 @@ def dncnn(
     paper=FFDNET_PAPER,
     input="1 or 3 channels in [0, 1], any H, W",
     official="0.49M (gray) / 0.85M (color)",
+    sigma_input=True,  # takes the noise level as an input: evaluators pass the task's sigma
 )
 def ffdnet(
     in_chans: int = 1,

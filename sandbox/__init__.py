@@ -4,6 +4,7 @@ Public API::
 
     from sandbox import build_mixer, list_mixers, mixer_info, register_mixer, load_plugins
     from sandbox import build_arch, list_archs, register_arch, load_checkpoint, count_params, count_macs
+    from sandbox import build_task, list_tasks, register_task
 """
 
 from .checkpoint import load_checkpoint, save_atomic
@@ -13,15 +14,19 @@ from .plugins import load_plugins
 from .registry import (
     ARCHS,
     MIXERS,
+    TASKS,
     Registry,
     build_arch,
     build_mixer,
+    build_task,
     list_archs,
     list_mixers,
+    list_tasks,
     mixer_info,
     parse_spec,
     register_arch,
     register_mixer,
+    register_task,
 )
 from .utils import resolve_device
 
@@ -48,4 +53,8 @@ __all__ = [
     "parse_spec",
     "register_mixer",
     "resolve_device",
+    "TASKS",
+    "build_task",
+    "list_tasks",
+    "register_task",
 ]

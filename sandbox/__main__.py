@@ -1,16 +1,24 @@
-"""``python -m sandbox``: list mixers and networks, run the conformance checks on one mixer.
+"""``python -m sandbox``: list mixers, networks and tasks; check a mixer; fetch and verify data.
 
 python -m sandbox mixers [PATTERN ...] [--exclude PAT] [--options] [--plugin MODULE]
 python -m sandbox archs [PATTERN ...] [--family F] [--size S] [--no-flops] [--plugin MODULE]
+python -m sandbox tasks [PATTERN ...]
 python -m sandbox check NAME_OR_SPEC [--device cpu] [--plugin MODULE]
+python -m sandbox data fetch [--sets Set12,BSD68 | --sets all] [--dest DIR] [--mirror URL]
+python -m sandbox data verify [--data-root DIR] [--sets ...]
+python -m sandbox data list [--data-root DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import os
+from pathlib import Path
 
 from .cli import add_plugin_arg, markdown_table, run_main
+from .data import ALL_SETS, WEIGHTS, data_root, fetch, set_files, verify
+from .data_sources import DEFAULT_MIRROR, set_of
 from .plugins import load_plugins
 from .registry import ARCHS, MIXERS, build_arch, list_archs, list_mixers
 
@@ -66,6 +74,19 @@ def cmd_archs(args) -> int:
     return 0
 
 
+def cmd_tasks(args) -> int:
+    from .registry import TASKS, build_task, list_tasks
+
+    rows = []
+    for n in list_tasks(args.pattern or "*"):
+        task = build_task(n)
+        opts = ", ".join(f"{k}={v!r}" for k, v in TASKS.entry(n).options().items())
+        rows.append([n, task.channels, ", ".join(task.benchmarks), ", ".join(task.metrics), opts])
+    print(markdown_table(["task", "channels", "benchmarks", "metrics", "options (defaults)"], rows))
+    print("\nBuild one with sandbox.build_task('denoise:sigma=50') or pass --task/--sigma/--quality to the scripts.")
+    return 0
+
+
 def cmd_check(args) -> int:
     from .conformance import run_conformance
     from .utils import resolve_device
@@ -77,6 +98,117 @@ def cmd_check(args) -> int:
     failed = sum(msg is not None for msg in results.values())
     print(f"\n{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _human(n: float) -> str:
+    """Bytes in B/KB/MB/GB (powers of 1000)."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _collapse(rels: list[str]) -> list[tuple[str, int]]:
+    """(path or folder, file count): a set whose files are all listed becomes one ``folder/`` row."""
+    by_set: dict[str, list[str]] = {}
+    for rel in rels:
+        by_set.setdefault(set_of(rel), []).append(rel)
+    rows = []
+    for name, files in by_set.items():
+        total = len(set_files([name]))
+        if len(files) == total and total > 1:
+            rows.append((ALL_SETS[name].folder + "/" if name in ALL_SETS else "weights/", total))
+        else:
+            rows.extend((f, 1) for f in files)
+    return rows
+
+
+def cmd_data_fetch(args) -> int:
+    dest = Path(args.dest or os.environ.get("SANDBOX_DATA") or "data")
+    report = fetch(dest, args.sets, mirror=args.mirror, retries=args.retries, progress=not args.quiet)
+    extra = [
+        (report.resumed, "resumed"),
+        (report.replaced, "corrupt file(s) replaced"),
+        (report.refetched, "downloaded again after a checksum mismatch"),
+    ]
+    print(
+        f"{len(report.files)} files ok in {dest}: {len(report.downloaded)} downloaded ({_human(report.bytes)}), "
+        f"{len(report.present)} already present" + "".join(f", {len(r)} {what}" for r, what in extra if r)
+    )
+    if not os.environ.get("SANDBOX_DATA") or Path(os.environ["SANDBOX_DATA"]).resolve() != dest.resolve():
+        print(f"use it with: export SANDBOX_DATA={dest.resolve()}")
+    return 0
+
+
+def cmd_data_verify(args) -> int:
+    root = data_root(args.data_root, required=True)
+    report = verify(root, args.sets)
+    if report.passed:
+        print(f"{len(report.ok)} files ok in {root}")
+        return 0
+    rows = [[p, "missing", n] for p, n in _collapse(report.missing)]
+    rows += [[p, "corrupt (wrong sha256)", n] for p, n in _collapse(report.corrupt)]
+    print(markdown_table(["file", "problem", "files"], rows, align="llr"))
+    bad = sorted({set_of(r) for r in report.missing + report.corrupt}, key=[*ALL_SETS, WEIGHTS].index)
+    print(
+        f"\n{len(report.ok)} ok, {len(report.missing)} missing, {len(report.corrupt)} corrupt in {root}; repair with "
+        f"`python -m sandbox data fetch --sets {','.join(bad)} --dest {root}`"
+    )
+    return 1
+
+
+def _presence(found: int, expected: int) -> str:
+    return "yes" if found == expected else "no" if found == 0 else f"partial ({found}/{expected})"
+
+
+def cmd_data_list(args) -> int:
+    from .data import list_images
+    from .errors import SandboxError
+
+    root = data_root(args.data_root)
+    rows = []
+    for s in ALL_SETS.values():
+        found = 0
+        if root is not None:
+            try:
+                found = len(list_images(s.name, root))
+            except SandboxError:
+                found = 0
+        rows.append(
+            [s.name, "color" if s.color else "gray", s.count, _presence(found, s.count) if root else "-", s.use]
+        )
+    weights = set_files([WEIGHTS])
+    found = sum((root / rel).is_file() for rel in weights) if root else 0
+    rows.append([WEIGHTS, "-", f"{len(weights)} files", _presence(found, len(weights)) if root else "-",
+                 "DnCNN/FFDNet reference weights, LPIPS linear layers"])  # fmt: skip
+    print(markdown_table(["set", "kind", "images", "present", "task use"], rows, align="llrll"))
+    if root is None:
+        print("\npresent: - (no data root: set SANDBOX_DATA or pass --data-root)")
+    else:
+        print(f"\npresent: files found in {root}; `python -m sandbox data verify` checks their contents.")
+    return 0
+
+
+def add_data_parser(sub) -> None:
+    """The ``data`` sub-command: fetch, verify, list."""
+    p = sub.add_parser("data", help="fetch, verify and list benchmark sets, training sets and weights")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    sets_help = "comma-separated sets: " + ", ".join([*ALL_SETS, WEIGHTS]) + " or all (default: all)"
+    q = dsub.add_parser("fetch", help="download into --dest, resumable, each file checked against its sha256")
+    q.add_argument("--sets", default=None, help=sets_help)
+    q.add_argument("--dest", default=None, help="data root to fill (default: $SANDBOX_DATA, else ./data)")
+    q.add_argument("--mirror", default=None, help=f"URL prefix (default: $SANDBOX_DATA_MIRROR, else {DEFAULT_MIRROR})")
+    q.add_argument("--retries", type=int, default=3, help="retries per file on a dropped connection (default 3)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(fn=cmd_data_fetch)
+    q = dsub.add_parser("verify", help="check the files of a data root against the embedded sha256")
+    q.add_argument("--data-root", default=None, help="data root (default: $SANDBOX_DATA)")
+    q.add_argument("--sets", default=None, help=sets_help)
+    q.set_defaults(fn=cmd_data_verify)
+    q = dsub.add_parser("list", help="the sets: kind, image count, presence in the data root, task use")
+    q.add_argument("--data-root", default=None, help="data root (default: $SANDBOX_DATA)")
+    q.set_defaults(fn=cmd_data_list)
 
 
 def main(argv=None) -> int:
@@ -97,13 +229,18 @@ def main(argv=None) -> int:
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (fast listing)")
     add_plugin_arg(p)
     p.set_defaults(fn=cmd_archs)
+    p = sub.add_parser("tasks", help="list registered tasks with their benchmarks, metrics and options")
+    p.add_argument("pattern", nargs="*", help="fnmatch patterns (default: all)")
+    add_plugin_arg(p)
+    p.set_defaults(fn=cmd_tasks)
     p = sub.add_parser("check", help="run the mixer conformance checks on one mixer (name or 'name:key=value,...')")
     p.add_argument("spec")
     p.add_argument("--device", default=None)
     add_plugin_arg(p)
     p.set_defaults(fn=cmd_check)
+    add_data_parser(sub)
     args = ap.parse_args(argv)
-    load_plugins(args.plugin)
+    load_plugins(getattr(args, "plugin", []))
     return args.fn(args)
 
 

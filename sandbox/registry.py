@@ -353,3 +353,53 @@ def list_archs(
     """Registered network keys matching fnmatch ``pattern`` minus ``exclude``, optionally of one ``family``, sorted."""
     names = ARCHS.list(pattern, exclude)
     return [n for n in names if family is None or ARCHS.entry(n).meta["family"] == family]
+
+
+# ----------------------------------------------------------------------------------------------------------- tasks
+def _populate_tasks() -> None:
+    from . import tasks  # noqa: F401  (registers the built-in tasks)
+
+    MIXERS._ensure()  # plugins may register tasks as well as mixers
+
+
+TASKS = Registry(
+    "task",
+    list_hint="list them with `python -m sandbox tasks` or list_tasks('{pattern}')",
+    required_meta=("description",),
+    populate=_populate_tasks,
+)
+
+
+def register_task(name: str, *, description: str, **meta: Any) -> Callable[[Callable], Callable]:
+    """Register a task factory (a function or class taking keyword options, returning a ``sandbox.tasks.Task``).
+
+    Args:
+        name: snake_case registry key.
+        description: one line shown by ``python -m sandbox tasks`` (e.g. "gray AWGN denoising").
+        meta: anything else to show in the listing.
+    """
+    return TASKS.register(name, description=description, **meta)
+
+
+def build_task(spec: Any, **overrides: Any):
+    """Build a task from ``"name"``, ``"name:key=value,..."`` (``"denoise:sigma=50"``) or ``{"name": ..., **opts}``.
+
+    A ``Task`` instance is returned as is, or rebuilt from its ``spec`` with ``overrides`` when any are given. Bad
+    option values raise :class:`OptionError` (``sigma=-5 is not valid; ...``).
+    """
+    task_spec = getattr(spec, "spec", None)
+    if isinstance(task_spec, Mapping) and not isinstance(spec, (str, Mapping)):
+        if not overrides:
+            return spec
+        spec = task_spec
+    name, options = parse_spec(spec, "task")
+    options.update(overrides)
+    return TASKS.build({"name": name, **options})
+
+
+def list_tasks(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()) -> list[str]:
+    """Registered task keys matching fnmatch ``pattern`` (e.g. ``'jpeg*'``) minus ``exclude``, sorted."""
+    return TASKS.list(pattern, exclude)
+
+
+__all__ += ["TASKS", "register_task", "build_task", "list_tasks"]

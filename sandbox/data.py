@@ -1,0 +1,612 @@
+"""Data: the data root, the benchmark sets, reading images, the embedded default, and a verified, resumable downloader.
+
+A data root holds ``benchmarks/<Set>/...``, ``train/<Set>/...``, ``weights/...`` and ``SHA256SUMS``. It is found
+from a ``--data-root`` flag, else ``$SANDBOX_DATA`` (:func:`data_root`), and filled or repaired with::
+
+    python -m sandbox data fetch --dest DIR [--sets Set12,BSD68 | --sets all] [--mirror URL]
+    python -m sandbox data verify [--data-root DIR] [--sets ...]
+    python -m sandbox data list [--data-root DIR]
+
+:func:`fetch` downloads every file from its source repository at a pinned commit (:mod:`sandbox.data_sources`),
+resumes partial ``.part`` files with HTTP Range requests, retries dropped connections, and moves a file into place
+only after its sha256 matched the checksum embedded in this package. Without a data root, :func:`embedded_images`
+gives scikit-image's bundled photographs, a smoke-test default whose numbers are not comparable to published tables.
+
+    >>> from sandbox.data import data_root, list_images, read_image
+    >>> root = data_root(required=True)
+    >>> [read_image(p, gray=True).shape for p in list_images("Set12", root)][:2]
+    [(256, 256), (256, 256)]
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import http.client
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .data_sources import DEFAULT_MIRROR, SOURCES, Source, set_of
+from .errors import OptionError, SandboxError, UnknownNameError
+
+__all__ = [
+    "ALL_SETS",
+    "BENCHMARKS",
+    "TRAIN_SETS",
+    "WEIGHTS",
+    "BenchmarkSet",
+    "EMBEDDED_NOTE",
+    "IMAGE_EXTENSIONS",
+    "FetchReport",
+    "VerifyReport",
+    "data_root",
+    "embedded_images",
+    "embedded_split",
+    "fetch",
+    "list_images",
+    "read_image",
+    "read_image_bgr",
+    "read_unchanged",
+    "resolve_sets",
+    "rgb_to_gray",
+    "set_files",
+    "verify",
+]
+
+IMAGE_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+FETCH_HINT = "python -m sandbox data fetch --dest DIR"
+
+
+# --------------------------------------------------------------------------------------------------------- data root
+def data_root(explicit: str | os.PathLike | None = None, required: bool = False) -> Path | None:
+    """The data root: ``explicit`` (a ``--data-root`` flag), else ``$SANDBOX_DATA``, else ``None``.
+
+    A root that is given but is not a directory raises :class:`SandboxError` naming it; with ``required=True`` an
+    unset root raises too, saying how to set or fetch one.
+    """
+    if explicit is not None and str(explicit) != "":
+        value, origin = explicit, "--data-root"
+    elif os.environ.get("SANDBOX_DATA"):
+        value, origin = os.environ["SANDBOX_DATA"], "$SANDBOX_DATA"
+    elif required:
+        raise SandboxError(
+            f"no data root: set SANDBOX_DATA=DIR or pass --data-root DIR, or download one with `{FETCH_HINT}`"
+        )
+    else:
+        return None
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise SandboxError(f"data root {str(path)!r} (from {origin}) does not exist; fetch it with `{FETCH_HINT}`")
+    if not path.is_dir():
+        raise SandboxError(f"data root {str(path)!r} (from {origin}) is not a directory")
+    return path.resolve()
+
+
+# ---------------------------------------------------------------------------------------------------- benchmark sets
+@dataclass(frozen=True)
+class BenchmarkSet:
+    """An image set of a data root: ``folder`` is relative to the root; ``count`` is the canonical image count."""
+
+    name: str
+    folder: str
+    color: bool
+    count: int
+    description: str
+    use: str = ""  # the tasks it serves, for `python -m sandbox data list`
+
+
+# fmt: off
+BENCHMARKS: dict[str, BenchmarkSet] = {s.name: s for s in (
+    BenchmarkSet("Set12", "benchmarks/Set12", False, 12, "12 gray images, 7 x 256x256 and 5 x 512x512 (DnCNN)",
+                 "gray denoising"),
+    BenchmarkSet("BSD68", "benchmarks/BSD68", False, 68, "68 gray BSDS test images, 481x321 (DnCNN)",
+                 "gray denoising"),
+    BenchmarkSet("CBSD68", "benchmarks/CBSD68", True, 68, "68 color BSDS test images, 481x321 (FFDNet)",
+                 "color denoising"),
+    BenchmarkSet("Kodak24", "benchmarks/Kodak24", True, 24, "24 color Kodak images, full 768x512",
+                 "color denoising (SwinIR/Restormer/DRUNet tables)"),
+    BenchmarkSet("Kodak24_crop500", "benchmarks/Kodak24_crop500", True, 24, "Kodak24, centre 500x500 crops (FFDNet)",
+                 "color denoising (FFDNet paper tables)"),
+    BenchmarkSet("McMaster", "benchmarks/McMaster", True, 18, "18 color 500x500 TIFF images (FFDNet)",
+                 "color denoising"),
+    BenchmarkSet("LIVE1", "benchmarks/LIVE1", True, 29, "29 color BMP images, mostly 768x512 (DnCNN)",
+                 "JPEG artifact reduction (color; gray uses the Y channel)"),
+    BenchmarkSet("Classic5", "benchmarks/Classic5", False, 5, "5 gray 512x512 BMP images (DnCNN)",
+                 "gray JPEG artifact reduction"),
+)}
+
+TRAIN_SETS: dict[str, BenchmarkSet] = {s.name: s for s in (
+    BenchmarkSet("BSD400", "train/BSD400", False, 400, "400 gray 180x180 BSDS crops (DnCNN Train400)",
+                 "training: gray denoising"),
+    BenchmarkSet("CBSD432", "train/CBSD432", True, 432, "432 color BSDS500 JPEGs, BSDS500 minus CBSD68",
+                 "training: color denoising and JPEG"),
+)}
+# fmt: on
+
+ALL_SETS: dict[str, BenchmarkSet] = {**BENCHMARKS, **TRAIN_SETS}
+WEIGHTS = "weights"
+
+
+def _unknown(kind: str, name: object, choices: Iterable[str]) -> UnknownNameError:
+    """``unknown set 'set12'; did you mean 'Set12'? sets: ...`` (close matches are found case-insensitively)."""
+    choices = list(choices)
+    lower = {c.lower(): c for c in choices}
+    close = [lower[c] for c in difflib.get_close_matches(str(name).lower(), list(lower), n=3, cutoff=0.6)]
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}; {hint}{kind}s: {', '.join(choices)}")
+
+
+def _benchmark(set_name: str) -> BenchmarkSet:
+    if set_name not in ALL_SETS:
+        raise _unknown("set", set_name, ALL_SETS)
+    return ALL_SETS[set_name]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and p.name[0] != "."
+    )
+
+
+def list_images(set_name: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """The image files (png, bmp, tif, tiff, jpg, jpeg) of a set under ``root``, sorted by name.
+
+    ``root`` defaults to :func:`data_root` (required). An unknown set name raises :class:`UnknownNameError` with close
+    matches; a missing or empty folder raises :class:`SandboxError` naming it and the ``data fetch`` command.
+    """
+    bench = _benchmark(set_name)
+    root = data_root(root, required=True)
+    folder = root / bench.folder
+    files = _image_files(folder)
+    if not files:
+        state = "is missing" if not folder.exists() else "has no images (" + ", ".join(IMAGE_EXTENSIONS) + ")"
+        raise SandboxError(
+            f"set {bench.name}: {str(folder)!r} {state}; fetch it with "
+            f"`python -m sandbox data fetch --sets {bench.name} --dest {root}`"
+        )
+    return files
+
+
+# ----------------------------------------------------------------------------------------------------------- reading
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise SandboxError("reading images needs OpenCV: pip install opencv-python") from None
+    try:  # decoding failures become our one-line errors; OpenCV's own log lines would only add noise
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    except AttributeError:
+        pass
+    return cv2
+
+
+def imread(path: str | os.PathLike, flags: int) -> np.ndarray:
+    """``cv2.imread`` with one-line errors: cv2 returns None (and may log a warning) instead of raising."""
+    cv2 = _cv2()
+    path = Path(path)
+    if not path.is_file():
+        raise SandboxError(f"image {str(path)!r} does not exist")
+    if not os.access(path, os.R_OK):
+        raise SandboxError(f"image {str(path)!r} is not readable (permissions)")
+    img = cv2.imread(str(path), flags)
+    if img is None or img.size == 0:
+        raise SandboxError(f"image {str(path)!r} could not be decoded (corrupt, truncated or not an image)")
+    return img
+
+
+def read_image(path: str | os.PathLike, gray: bool, order: str = "rgb") -> np.ndarray:
+    """An image file as uint8: gray (H, W), or color (H, W, 3) in RGB order (``order="bgr"``: OpenCV's order).
+
+    Gray reads with ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``: a color file is converted while decoding with the
+    BT.601 weights 0.299/0.587/0.114 in the decoder's own fixed point (within 1 of :func:`rgb_to_gray` for PNG, BMP
+    and TIFF; JPEG gives libjpeg's decoded Y channel). Color reads with ``cv2.IMREAD_COLOR`` (a gray file is
+    replicated to 3 channels, an alpha channel dropped, 16-bit scaled to 8-bit) and is flipped to RGB unless
+    ``order="bgr"``. A file that OpenCV cannot decode raises :class:`SandboxError` naming it. (A truncated JPEG can
+    decode with a gray tail and only a libjpeg warning; ``python -m sandbox data verify`` catches those.)
+    """
+    if order not in ("rgb", "bgr"):
+        raise OptionError(f"order={order!r} is not one of 'rgb', 'bgr'")
+    cv2 = _cv2()
+    if gray:
+        return imread(path, cv2.IMREAD_GRAYSCALE)
+    img = imread(path, cv2.IMREAD_COLOR)
+    return img if order == "bgr" else np.ascontiguousarray(img[..., ::-1])
+
+
+def read_image_bgr(path: str | os.PathLike) -> np.ndarray:
+    """A color image (H, W, 3) uint8 in OpenCV's BGR order (the order the evaluation protocol draws noise on)."""
+    return read_image(path, gray=False, order="bgr")
+
+
+def read_unchanged(path: str | os.PathLike) -> np.ndarray:
+    """The file as stored (``cv2.IMREAD_UNCHANGED``): (H, W) for a gray file, (H, W, 3|4) **BGR(A)** for a color one,
+    the file's bit depth kept. Use it to tell a gray source from a color one (e.g. gray JPEG from a color source goes
+    through the BT.601 Y channel)."""
+    return imread(path, _cv2().IMREAD_UNCHANGED)
+
+
+def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> uint8 gray (H, W) with the BT.601 luma weights 0.299/0.587/0.114.
+
+    This is ``cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)``, the conversion the evaluation protocol applies to color arrays
+    (OpenCV's fixed point differs by 1 on rare ties between OpenCV versions). Without OpenCV it computes OpenCV 5's
+    formula, (9798 R + 19235 G + 3735 B + 2^14) >> 15. ``cv2.imread(IMREAD_GRAYSCALE)`` of a color file converts in
+    the decoder instead (within 1 of this for PNG, BMP and TIFF; JPEG gives libjpeg's decoded Y).
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise OptionError(f"rgb_to_gray expects uint8 (H, W, 3), got {rgb.dtype} {tuple(rgb.shape)}")
+    try:
+        import cv2
+    except ImportError:
+        c = rgb.astype(np.uint32)
+        return ((c[..., 0] * 9798 + c[..., 1] * 19235 + c[..., 2] * 3735 + (1 << 14)) >> 15).astype(np.uint8)
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+# -------------------------------------------------------------------------------------------------- embedded default
+EMBEDDED_NOTE = (
+    "embedded default: scikit-image's bundled photographs, not a benchmark; numbers on it are NOT comparable to "
+    f"published tables (for those set SANDBOX_DATA or run `{FETCH_HINT}`)"
+)
+
+# (name, color source, split). Natural photographs only: no microscopy, astronomy, documents, synthetic or
+# motion-blurred images. camera, coins, moon, brick, grass and gravel are gray-only sources: they are in the gray
+# lists only (replicating them to 3 channels would put gray content into color results). Each image is in exactly
+# one split, so training and evaluation on the embedded default never share an image.
+EMBEDDED: tuple[tuple[str, bool, str], ...] = (
+    ("camera", False, "eval"),
+    ("astronaut", True, "eval"),
+    ("chelsea", True, "eval"),
+    ("coins", False, "eval"),
+    ("coffee", True, "train"),
+    ("rocket", True, "train"),
+    ("motorcycle", True, "train"),
+    ("moon", False, "train"),
+    ("brick", False, "train"),
+    ("grass", False, "train"),
+    ("gravel", False, "train"),
+)
+
+
+@lru_cache(maxsize=None)
+def _embedded_source(name: str) -> np.ndarray:
+    from skimage import data
+
+    img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise SandboxError(f"scikit-image's {name!r} is {img.dtype}, expected uint8")
+    img.flags.writeable = False  # the cache hands out copies
+    return img
+
+
+def embedded_images(color: bool | None, split: str | None = None) -> list[tuple[str, np.ndarray]]:
+    """scikit-image's bundled natural photographs as (name, uint8 image), in a fixed order.
+
+    ``color=False``: every image gray (H, W), color sources converted with :func:`rgb_to_gray` (BT.601);
+    ``color=True``: the color sources only, RGB (H, W, 3) (gray-only sources such as ``camera`` are left out, not
+    replicated); ``color=None``: each image as its source is (RGB or gray). ``split`` ``"train"`` or ``"eval"`` keeps
+    one side of :func:`embedded_split`; ``None`` gives both. Needs no data root and no download; numbers on these
+    images are not comparable to published tables (:data:`EMBEDDED_NOTE`).
+    """
+    if split not in (None, "train", "eval"):
+        raise OptionError(f"split={split!r} is not one of None, 'train', 'eval'")
+    out = []
+    for name, is_color, side in EMBEDDED:
+        if (color and not is_color) or (split is not None and side != split):
+            continue
+        img = _embedded_source(name)
+        out.append((name, rgb_to_gray(img) if color is False and img.ndim == 3 else img.copy()))
+    return out
+
+
+def embedded_split(
+    color: bool | None = None,
+) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """(train, eval) lists of :func:`embedded_images` (same ``color`` modes; default: each image as its source is).
+
+    No image is in both: evaluate on the eval list only, so that training and evaluation never share an image.
+    """
+    return embedded_images(color, "train"), embedded_images(color, "eval")
+
+
+# ------------------------------------------------------------------------------------------------- sets of the files
+def resolve_sets(sets: str | Iterable[str] | None = None) -> list[str]:
+    """Canonical set names from ``"Set12,BSD68"``, a list, ``"all"`` or ``None`` (all); ``weights`` is all weights."""
+    items = [sets] if isinstance(sets, str) else list(sets or ["all"])
+    names = [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+    choices = [*ALL_SETS, WEIGHTS]
+    if not names or "all" in names:
+        return choices
+    out = []
+    for n in names:
+        if n not in choices:
+            raise _unknown("set", n, [*choices, "all"])
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def set_files(sets: str | Iterable[str] | None = None) -> list[str]:
+    """Data-root paths of every file of the chosen sets, in SHA256SUMS order."""
+    chosen = set(resolve_sets(sets))
+    return [rel for rel in SOURCES if set_of(rel) in chosen]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------------ verify
+@dataclass
+class VerifyReport:
+    """Files of the chosen sets under ``root``: ``ok`` (right sha256), ``missing``, ``corrupt`` (wrong sha256)."""
+
+    root: Path
+    ok: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.corrupt
+
+
+def verify(root: str | os.PathLike, sets: str | Iterable[str] | None = None) -> VerifyReport:
+    """Check every expected file of ``sets`` (default: all) under ``root`` against the embedded sha256."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SandboxError(f"data root {str(root)!r} does not exist; fetch it with `{FETCH_HINT}`")
+    report = VerifyReport(root)
+    for rel in set_files(sets):
+        path = root / rel
+        if not path.is_file():
+            report.missing.append(rel)
+        elif _sha256(path) != SOURCES[rel].sha256:
+            report.corrupt.append(rel)
+        else:
+            report.ok.append(rel)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------------------- fetch
+CHUNK = 1 << 16
+TIMEOUT_S = 60.0
+RETRY_WAIT_S = 1.0  # seconds before retry k: RETRY_WAIT_S * k
+RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}
+USER_AGENT = "mixer-sandbox-data-fetch"
+
+
+@dataclass
+class FetchReport:
+    """What :func:`fetch` did. ``downloaded`` files all verified; ``resumed``, ``replaced`` and ``refetched`` are
+    subsets of it (continued from a ``.part`` with a Range request; an existing file with the wrong sha256 replaced;
+    downloaded twice because the first copy failed its checksum)."""
+
+    dest: Path
+    files: list[str] = field(default_factory=list)  # every file of the chosen sets
+    present: list[str] = field(default_factory=list)  # already there with the right sha256: nothing downloaded
+    downloaded: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    refetched: list[str] = field(default_factory=list)
+    bytes: int = 0  # bytes received
+
+
+class _Progress:
+    """Two tqdm bars (files, bytes with ETA), or nothing when progress is off or tqdm is not installed."""
+
+    def __init__(self, enabled: bool, files: int, nbytes: int | None):
+        self.bars = []
+        if enabled and files:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bars = [
+                tqdm(total=files, desc="files", unit="file", position=0, leave=True),
+                tqdm(total=nbytes, desc="bytes", unit="B", unit_scale=True, unit_divisor=1024, position=1, leave=True),
+            ]
+
+    def file_done(self) -> None:
+        if self.bars:
+            self.bars[0].update(1)
+
+    def add_bytes(self, n: int) -> None:
+        if self.bars:
+            self.bars[1].update(n)
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
+    try:
+        return int(content_range.split()[1].split("-")[0]) if content_range else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _reason(e: BaseException) -> str:
+    reason = getattr(e, "reason", None)
+    text = str(reason if reason is not None else e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text and text[0] else type(e).__name__
+
+
+def _download(url: str, part: Path, size: int | None, retries: int, on_bytes: Callable[[int], None]) -> bool:
+    """Complete ``part`` from ``url``, resuming what it holds with a Range request; True if a resume happened.
+
+    Dropped connections, time-outs and transient HTTP statuses are retried ``retries`` times, each time resuming from
+    what was written. A server that ignores the Range (200 instead of 206) makes the download restart.
+    """
+    resumed, failures = False, 0
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        if size is not None and have > size:  # longer than the file: garbage
+            part.unlink()
+            have = 0
+        if size is not None and have == size:
+            return resumed  # complete; the checksum decides
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            request = urllib.request.Request(url, headers=headers)
+        except ValueError:
+            raise SandboxError(f"download failed: {url!r} is not a valid URL (check --mirror)") from None
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
+                status = getattr(resp, "status", None) or 200
+                start = _range_start(resp.headers.get("Content-Range"))
+                if status == 206 and (not have or start != have):
+                    part.unlink(missing_ok=True)  # a range we did not ask for: start over
+                    raise http.client.HTTPException(f"unexpected Content-Range {resp.headers.get('Content-Range')}")
+                mode, resumed = ("ab", True) if status == 206 else ("wb", resumed)
+                have = have if status == 206 else 0  # 200: the whole file (the server ignored the Range)
+                length = resp.headers.get("Content-Length")
+                end = have + int(length) if length and length.isdigit() else size
+                with open(part, mode) as f:
+                    for chunk in iter(lambda: resp.read(CHUNK), b""):
+                        f.write(chunk)
+                        on_bytes(len(chunk))
+            got = part.stat().st_size
+            if end is None or got >= end:
+                return resumed
+            reason = f"connection closed after {got} of {end} bytes"
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # nothing after the .part: it is complete (or garbage; the checksum decides)
+                return resumed
+            if e.code not in RETRY_HTTP:
+                raise SandboxError(f"download failed: {url} answered HTTP {e.code} {e.reason}") from None
+            reason = f"HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            reason = _reason(e)
+        failures += 1
+        if failures > retries:
+            raise SandboxError(f"download failed: {url} ({reason}; gave up after {failures} attempts)")
+        time.sleep(RETRY_WAIT_S * failures)
+
+
+def _write_sums(dest: Path, verified: Iterable[str]) -> None:
+    """Merge ``verified`` files into ``dest/SHA256SUMS`` (kept in the embedded order); atomic, skipped if unchanged."""
+    sums = dest / "SHA256SUMS"
+    keep = set(verified)
+    if sums.is_file():
+        for line in sums.read_text(encoding="utf-8").splitlines():
+            parts = line.split(maxsplit=1)
+            if len(parts) == 2 and parts[1] in SOURCES and SOURCES[parts[1]].sha256 == parts[0].lower():
+                if (dest / parts[1]).is_file():
+                    keep.add(parts[1])
+    text = "".join(f"{SOURCES[rel].sha256}  {rel}\n" for rel in SOURCES if rel in keep)
+    if sums.is_file() and sums.read_text(encoding="utf-8") == text:
+        return
+    tmp = sums.with_name("SHA256SUMS.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, sums)
+
+
+def fetch(
+    dest: str | os.PathLike,
+    sets: str | Iterable[str] | None = None,
+    mirror: str | None = None,
+    retries: int = 3,
+    progress: bool = True,
+) -> FetchReport:
+    """Download the files of ``sets`` (default: all; ``"weights"``: all weight files) into ``dest``, verified.
+
+    A file already present with the right sha256 is skipped; one with the wrong sha256 is fetched again. Each download
+    goes to ``<file>.part`` (resumed with a Range request if it exists, retried ``retries`` times on a dropped
+    connection) and is moved into place with ``os.replace`` only after its sha256 matched; a mismatch deletes it and
+    downloads once more, then raises naming the file. ``mirror`` defaults to ``$SANDBOX_DATA_MIRROR``, else
+    ``https://raw.githubusercontent.com``. ``dest/SHA256SUMS`` lists the verified files.
+    """
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise OptionError(f"retries={retries!r} is not valid; expected an integer >= 0")
+    dest = Path(dest).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise SandboxError(f"--dest {str(dest)!r} is not a directory")
+    report = FetchReport(dest, files=set_files(sets))
+    mirror = (mirror or os.environ.get("SANDBOX_DATA_MIRROR") or DEFAULT_MIRROR).rstrip("/")
+    todo: list[str] = []
+    for rel in report.files:
+        path = dest / rel
+        if path.is_file():
+            if _sha256(path) == SOURCES[rel].sha256:
+                report.present.append(rel)
+                continue
+            report.replaced.append(rel)
+        todo.append(rel)
+    bar = _Progress(progress, len(todo), _bytes_to_come(dest, todo))
+
+    def on_bytes(n: int) -> None:
+        report.bytes += n
+        bar.add_bytes(n)
+
+    try:
+        for rel in todo:
+            _fetch_one(rel, SOURCES[rel], dest, mirror, retries, report, on_bytes)
+            bar.file_done()
+    finally:
+        bar.close()
+        if dest.is_dir():
+            _write_sums(dest, report.present + report.downloaded)
+    return report
+
+
+def _part(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
+
+
+def _bytes_to_come(dest: Path, rels: list[str]) -> int | None:
+    """Bytes left to download for ``rels`` (their sizes less what ``.part`` files hold); None if a size is unknown."""
+    total = 0
+    for rel in rels:
+        size = SOURCES[rel].size
+        if size is None:
+            return None
+        part = _part(dest / rel)
+        total += max(size - (part.stat().st_size if part.is_file() else 0), 0)
+    return total
+
+
+def _fetch_one(
+    rel: str, src: Source, dest: Path, mirror: str, retries: int, report: FetchReport, on_bytes: Callable[[int], None]
+) -> None:
+    final = dest / rel
+    part = _part(final)
+    url = src.url(mirror)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SandboxError(f"cannot create {str(final.parent)!r}: {_reason(e)}") from None
+    for attempt in (1, 2):
+        if _download(url, part, src.size, retries, on_bytes) and rel not in report.resumed:
+            report.resumed.append(rel)
+        digest = _sha256(part)
+        if digest == src.sha256:
+            os.replace(part, final)
+            report.downloaded.append(rel)
+            return
+        part.unlink()
+        if attempt == 1:
+            report.refetched.append(rel)
+    raise SandboxError(
+        f"{rel}: the file from {url} has sha256 {digest[:16]}..., expected {src.sha256[:16]}... (downloaded twice); "
+        "the mirror serves different bytes"
+    )
