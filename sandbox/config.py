@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
 from .errors import OptionError
 
 T = TypeVar("T")
 
-__all__ = ["apply_overrides", "config_dict"]
+__all__ = ["RunConfig", "apply_overrides", "config_dict"]
 
 
 def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
@@ -99,3 +100,56 @@ def config_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+# ------------------------------------------------------------------------------------------------------ run config
+@dataclass
+class RunConfig:
+    """Everything one training run needs (``experiments/run.py``, ``sandbox.engine.train``, the sweeps).
+
+    Saved resolved in ``runs/<name>/config.yaml`` and inside every checkpoint, so a run can be resumed or evaluated
+    without the original command line.
+    """
+
+    # what to train
+    task: str = "denoise"  # task name or spec ("denoise", "jpeg_color:quality=20", "denoise:sigma_range=[0,55]")
+    sigma: float | None = None  # shorthand for the task's sigma (denoise tasks)
+    quality: int | None = None  # shorthand for the task's quality (jpeg tasks)
+    arch: str = "ir"  # network registry key (python -m sandbox archs)
+    mixer: Any = "hco"  # mixer spec for networks that take one (ir, metaformer): name, "name:k=v", dict, list
+    preset: str = "small"  # network preset (restoration: paper, small, tiny)
+    arch_options: dict = field(default_factory=dict)  # any other option of the network (embed_dim, depths, ...)
+    # data
+    data_root: str | None = None  # None: $SANDBOX_DATA, else the embedded scikit-image photographs
+    train_sets: tuple[str, ...] | None = None  # None: BSD400 (gray) / CBSD432 (color); embedded split without data
+    eval_sets: tuple[str, ...] | None = None  # None: the task's benchmarks; the embedded eval split without data
+    val_images: int = 4  # periodic validation: the first N images of the first eval set, centre-cropped
+    val_crop: int = 128  # side of the validation crops (0: whole images)
+    patch_size: int = 64  # training patch side
+    batch_size: int = 8
+    workers: int = 0  # DataLoader worker processes (0: in the main process)
+    # optimisation
+    iters: int = 2000  # training iterations (the budget, if set, may stop earlier)
+    budget_minutes: float | None = None  # wall-clock budget for training (evaluation excluded)
+    optimizer: str = "adam"  # adam or adamw
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine or multistep
+    warmup_iters: int = 0
+    milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # multistep: fractions of iters
+    gamma: float = 0.5  # multistep decay
+    loss: str = "charbonnier"  # l1 or charbonnier
+    charbonnier_eps: float = 1e-3
+    ema: float = 0.999  # EMA decay of the weights used for validation and the final evaluation (0: off)
+    grad_clip: float | None = None  # max gradient norm (None: off)
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU), bf16 or off
+    compile: bool = False  # torch.compile the network
+    # bookkeeping
+    seed: int = 0
+    device: str | None = None  # None: $SANDBOX_DEVICE, else CUDA when available, else CPU
+    out: str = "runs"  # parent folder of run directories
+    name: str | None = None  # run directory name (None: <arch>_<mixer>_<task>_<timestamp>); never overwritten
+    eval_every: int = 250  # validation period in iterations (0: only at the end)
+    save_every: int = 250  # checkpoint period in iterations
+    log_every: int = 10  # metrics.jsonl period in iterations
+    plugins: tuple[str, ...] = ()  # modules that register mixers/networks/tasks (--plugin)
