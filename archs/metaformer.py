@@ -55,6 +55,8 @@ from sandbox.config import apply_overrides
 from sandbox.errors import OptionError, check_choice, check_int, check_positive
 from sandbox.registry import build_mixer, register_arch
 
+from .layers import DropPath
+
 __all__ = [
     "MetaFormerConfig",
     "MetaFormer",
@@ -120,23 +122,6 @@ def stage_sizes(cfg: MetaFormerConfig, size: int | None = None) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------------------------- layers
-class DropPath(nn.Module):
-    """Stochastic depth: zero a sample's residual branch with probability ``p`` during training, rescale the rest."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)  # (B, 1, 1, 1)
-        return x * keep / (1.0 - self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
 class Scale(nn.Module):
     """Per-channel learnable scale of a (B, C, H, W) tensor, ``scale`` (C,) initialised to ``init`` (MetaFormer)."""
 

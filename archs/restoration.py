@@ -40,6 +40,8 @@ from sandbox.config import apply_overrides
 from sandbox.errors import OptionError, SandboxError, check_int
 from sandbox.registry import MIXERS, build_mixer, parse_spec, register_arch
 
+from .layers import DropPath
+
 __all__ = [
     "IRConfig",
     "RestorationNet",
@@ -89,23 +91,6 @@ TASK_DEFAULTS = {  # SwinIR's define_model: JPEG uses window 7 ("JPEG encoding u
 
 
 # ------------------------------------------------------------------------------------------------------- blocks
-class DropPath(nn.Module):
-    """Stochastic depth: zero a sample's residual branch with probability ``p`` during training, rescale the rest."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)  # (B, 1, 1, 1)
-        return x * keep / (1.0 - self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
 class Mlp(nn.Module):
     """Linear(C, hC) -> GELU -> Linear(hC, C) over the channels of (B, C, H, W) (SwinIR's ``mlp.fc1``/``fc2``)."""
 
