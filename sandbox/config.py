@@ -117,7 +117,7 @@ class RunConfig:
     quality: int | None = None  # shorthand for the task's quality (jpeg tasks)
     arch: str = "ir"  # network registry key (python -m sandbox archs)
     mixer: Any = "hco"  # mixer spec for networks that take one (ir, metaformer): name, "name:k=v", dict, list
-    preset: str = "small"  # network preset (restoration: paper, small, tiny)
+    preset: str = "tiny"  # network preset (restoration: paper, small, tiny); tiny keeps the default run ~5 min on CPU
     arch_options: dict = field(default_factory=dict)  # any other option of the network (embed_dim, depths, ...)
     # data
     data_root: str | None = None  # None: $SANDBOX_DATA, else the embedded scikit-image photographs
@@ -125,11 +125,11 @@ class RunConfig:
     eval_sets: tuple[str, ...] | None = None  # None: the task's benchmarks; the embedded eval split without data
     val_images: int = 4  # periodic validation: the first N images of the first eval set, centre-cropped
     val_crop: int = 128  # side of the validation crops (0: whole images)
-    patch_size: int = 64  # training patch side
+    patch_size: int = 48  # training patch side
     batch_size: int = 8
     workers: int = 0  # DataLoader worker processes (0: in the main process)
     # optimisation
-    iters: int = 2000  # training iterations (the budget, if set, may stop earlier)
+    iters: int = 1200  # training iterations (the budget, if set, may stop earlier)
     budget_minutes: float | None = None  # wall-clock budget for training (evaluation excluded)
     optimizer: str = "adam"  # adam or adamw
     lr: float = 2e-4
@@ -149,7 +149,7 @@ class RunConfig:
     device: str | None = None  # None: $SANDBOX_DEVICE, else CUDA when available, else CPU
     out: str = "runs"  # parent folder of run directories
     name: str | None = None  # run directory name (None: <arch>_<mixer>_<task>_<timestamp>); never overwritten
-    eval_every: int = 250  # validation period in iterations (0: only at the end)
-    save_every: int = 250  # checkpoint period in iterations
+    eval_every: int = 100  # validation period in iterations (0: only at the end)
+    save_every: int = 100  # checkpoint period in iterations
     log_every: int = 10  # metrics.jsonl period in iterations
     plugins: tuple[str, ...] = ()  # modules that register mixers/networks/tasks (--plugin)

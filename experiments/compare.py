@@ -1,0 +1,534 @@
+"""Compare token mixers under identical training: same seed, data, budget and network; only the mixer differs.
+
+    python experiments/compare.py --mixers hco,attention_window,hyena_pixel,mpfb,conv --task denoise --budget-minutes 5
+    python experiments/compare.py --mixers "hco;conv:kernel_size=5" --preset tiny --iters 500
+    python experiments/compare.py --mixer hco:k_mode=fixed,k=0.5 --mixer conv --set arch_options.embed_dim=32
+    python experiments/compare.py --mixers hco,my_mixer --plugin my_pkg/my_mixers.py
+    python experiments/compare.py --resume outputs/compare/denoise_20260101-120000
+
+Every mixer is trained in turn by ``sandbox.engine.train`` with one RunConfig that differs only in ``mixer`` (arch
+``ir`` with the same preset, width and depths; same seed, data, iterations and wall-clock budget). Every mixer spec is
+checked (its network is built) before anything is trained or written. Writes under ``--out`` (default
+``outputs/compare/<task>_<timestamp>``; an existing folder is never overwritten):
+
+- ``leaderboard.md`` / ``leaderboard.csv``: one row per mixer, best first by the first evaluation set's PSNR: PSNR and
+  SSIM per set, parameters, MACs per megapixel, training it/s, inference ms per megapixel, iterations, run dir;
+- ``psnr_vs_time.png``, ``psnr_vs_iters.png``: validation PSNR against training time and iterations;
+- ``psnr_vs_params.png``: final PSNR against parameters;
+- ``crops_grid.png``: one crop of the first evaluation image, clean, degraded and restored by each mixer's best
+  checkpoint (re-run here, so the crop is identical for every mixer);
+- ``runs/<i>_<mixer>/``: the run directories; ``state.json``: progress, rewritten after each mixer, read by
+  ``--resume OUT`` (finished mixers are skipped, an interrupted one is resumed from its ``last.pth``).
+
+A mixer whose training diverges (nan/inf) is listed without scores and the others still run; Ctrl-C stops the
+current run at a checkpoint (exit code 130) and ``--resume OUT`` continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import re
+import shutil
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable from a plain checkout
+    sys.path.insert(0, str(ROOT))
+
+from sandbox.cli import add_plugin_arg, run_main  # noqa: E402
+
+STATE_VERSION = 1
+# flags that define the comparison; --resume takes them from OUT/state.json instead
+SETTING_FLAGS = {
+    "mixers": "--mixers",
+    "mixer": "--mixer",
+    "task": "--task",
+    "sigma": "--sigma",
+    "quality": "--quality",
+    "preset": "--preset",
+    "iters": "--iters",
+    "budget_minutes": "--budget-minutes",
+    "seed": "--seed",
+    "eval_sets": "--eval-sets",
+    "data_root": "--data-root",
+    "set": "--set",
+    "out": "--out",
+}
+RESERVED_KEYS = ("mixer", "name", "out")  # set by compare.py per run
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    what = ap.add_argument_group("what to compare")
+    what.add_argument(
+        "--mixers",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help="mixer specs separated by commas ('hco,conv,attention_window'), or by ';' when a spec has options\n"
+        "('hco:k_mode=fixed,k=0.5;conv:kernel_size=5'); repeatable",
+    )
+    what.add_argument("--mixer", action="append", default=[], metavar="SPEC", help="one mixer spec; repeatable")
+    what.add_argument("--task", default=None, help="denoise (default), denoise_color, jpeg, jpeg_color, or a spec")
+    what.add_argument("--sigma", type=float, default=None, help="noise level on the 0-255 scale (denoise tasks)")
+    what.add_argument("--quality", type=int, default=None, help="JPEG quality 1..100 (jpeg tasks)")
+    what.add_argument("--preset", default=None, help="network preset for every mixer: paper, small (default), tiny")
+    train = ap.add_argument_group("training (identical for every mixer)")
+    train.add_argument("--iters", type=int, default=None, help="training iterations (RunConfig default 2000)")
+    train.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per mixer")
+    train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    train.add_argument("--eval-sets", default=None, help="comma-separated evaluation sets (default: the task's)")
+    train.add_argument("--data-root", default=None, help="data folder (default $SANDBOX_DATA; none: embedded images)")
+    train.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="RunConfig override for every run (lr=1e-3, batch_size=4, arch_options.embed_dim=32); repeatable",
+    )
+    add_plugin_arg(ap)
+    ap.add_argument("--out", default=None, help="output folder (default outputs/compare/<task>_<timestamp>)")
+    ap.add_argument("--resume", default=None, metavar="OUT_DIR", help="continue an unfinished comparison")
+    ap.add_argument("--crop", type=int, default=96, help="side of the crop in crops_grid.png (default 96)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------------ parsing
+def split_mixers(text: str) -> list[str]:
+    """Mixer specs from one ``--mixers`` value.
+
+    With a ``;`` anywhere the list is split on ``;`` only. Otherwise it is split on the commas that start a new spec:
+    not inside brackets and not followed by ``key=`` (which continues the options of the spec before):
+    ``"hco:k_mode=fixed,k=0.5,conv"`` -> ``["hco:k_mode=fixed,k=0.5", "conv"]``.
+    """
+    if ";" in text:
+        return [p.strip() for p in text.split(";") if p.strip()]
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0 and not re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=", text[i + 1 :]):
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _field_is_tuple(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return True
+    return any(_field_is_tuple(a) for a in typing.get_args(tp)) if origin is not None else False
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``--set key=value`` items as RunConfig overrides (values as Python literals; ``a,b`` for tuple fields;
+    ``arch_options.KEY=VALUE`` merges into ``arch_options``)."""
+    from sandbox.config import RunConfig
+    from sandbox.errors import OptionError
+    from sandbox.registry import _literal
+
+    hints = typing.get_type_hints(RunConfig)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise OptionError(f"--set {item!r} is not KEY=VALUE (e.g. --set lr=1e-3)")
+        value = _literal(text.strip())
+        if key.startswith("arch_options."):
+            out.setdefault("arch_options", {})[key.split(".", 1)[1]] = value
+            continue
+        if key in RESERVED_KEYS:
+            raise OptionError(f"--set {key}=... is not allowed: compare.py sets {key!r} for each run itself")
+        if isinstance(value, str) and key in hints and _field_is_tuple(hints[key]):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        if key == "arch_options" and isinstance(value, dict):
+            value = {**out.get("arch_options", {}), **value}
+        out[key] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- configuration
+def _plugin_path(name: str) -> str:
+    """A plugin given as a .py path, made absolute (the runs and --resume may start elsewhere)."""
+    if name.endswith(".py") or "/" in name or "\\" in name:
+        return str(Path(name).expanduser().resolve())
+    return name
+
+
+def base_config(args: argparse.Namespace):
+    """The RunConfig every run shares (mixer, name and out are set per run): defaults, then --set, then flags."""
+    from sandbox.config import RunConfig, apply_overrides
+    from sandbox.data import data_root
+
+    cfg = apply_overrides(RunConfig(), parse_set(args.set), "run config (--set)")
+    flags = {
+        "task": args.task,
+        "sigma": args.sigma,
+        "quality": args.quality,
+        "preset": args.preset,
+        "iters": args.iters,
+        "budget_minutes": args.budget_minutes,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    if args.eval_sets is not None:
+        flags["eval_sets"] = tuple(s.strip() for s in args.eval_sets.split(",") if s.strip()) or None
+    if args.data_root is not None:
+        flags["data_root"] = str(data_root(args.data_root))  # checked, absolute
+    cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None}, "run config")
+    plugins = tuple(dict.fromkeys(_plugin_path(p) for p in [*cfg.plugins, *args.plugin]))
+    return dataclasses.replace(cfg, plugins=plugins)
+
+
+def build_task_of(cfg):
+    """The task a RunConfig trains on (``task`` spec plus the ``sigma`` / ``quality`` shorthands)."""
+    from sandbox.registry import build_task
+
+    options = {}
+    if cfg.sigma is not None:
+        options["sigma"] = cfg.sigma
+    if cfg.quality is not None:
+        options["quality"] = cfg.quality
+    return build_task(cfg.task, **options)
+
+
+def check_mixer_names(specs: list[str]) -> None:
+    """Raise a one-line SandboxError unless there are specs, none twice, each naming a registered mixer."""
+    from sandbox.errors import OptionError
+    from sandbox.registry import MIXERS, parse_spec
+
+    if not specs:
+        raise OptionError("no mixers given: pass --mixers hco,conv,... (or --mixer SPEC, repeatable)")
+    seen = set()
+    for spec in specs:
+        if spec in seen:
+            raise OptionError(f"mixer {spec!r} is given twice")
+        seen.add(spec)
+        MIXERS.entry(parse_spec(spec, "mixer")[0])  # unknown: one line with suggestions
+
+
+def build_network_of(cfg, task):
+    """The network of ``cfg`` as the engine builds it (``sandbox.engine.build_network`` when there is one)."""
+    from sandbox.registry import ARCHS, build_arch, parse_spec
+    from sandbox.tasks import check_network_channels
+
+    engine = sys.modules.get("sandbox.engine")
+    if getattr(engine, "build_network", None) is not None:
+        return engine.build_network(cfg, task)
+    name, options = parse_spec(cfg.arch, "network")
+    accepted = ARCHS.entry(name).options()
+    base = {"mixer": cfg.mixer, "preset": cfg.preset, "in_chans": task.channels, "task": task.name}
+    net = build_arch({"name": name, **{k: v for k, v in base.items() if k in accepted}, **options, **cfg.arch_options})
+    check_network_channels(task, getattr(net, "in_chans", task.channels))
+    return net
+
+
+def check_runs(configs: list, task, engine) -> None:
+    """Raise a one-line SandboxError unless every run's config is valid and its network builds (nothing trained)."""
+    from sandbox.errors import OptionError, SandboxError
+    from sandbox.registry import ARCHS, parse_spec
+
+    arch_name = parse_spec(configs[0].arch, "network")[0]
+    if "mixer" not in ARCHS.entry(arch_name).options():
+        raise OptionError(f"network {arch_name!r} takes no mixer; compare mixers with a network such as 'ir'")
+    if "mixer" in configs[0].arch_options or "mixer" in parse_spec(configs[0].arch, "network")[1]:
+        raise OptionError("the network options set 'mixer'; compare.py sets the mixer of each run itself")
+    check_config = getattr(engine, "check_config", None)
+    for cfg in configs:
+        try:
+            if check_config is not None:
+                check_config(cfg)
+            net = build_network_of(cfg, task)
+        except SandboxError as e:
+            raise type(e)(f"mixer {cfg.mixer!r}: {e}") from None
+        except Exception as e:  # a plugin's constructor failing in its own way
+            raise SandboxError(f"mixer {cfg.mixer!r} does not build: {type(e).__name__}: {e}") from e
+        del net
+
+
+def _engine():
+    try:
+        return importlib.import_module("sandbox.engine")
+    except ModuleNotFoundError as e:
+        if e.name != "sandbox.engine":
+            raise
+        from sandbox.errors import SandboxError
+
+        raise SandboxError("the training engine (sandbox/engine.py) is not available in this checkout") from None
+
+
+# --------------------------------------------------------------------------------------------------------- state
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec).strip("_")[:60] or "mixer"
+
+
+def _write_state(out: Path, state: dict) -> None:
+    from sandbox.report import write_json
+
+    state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_json(out / "state.json", state)
+
+
+def _load_state(out: Path) -> dict:
+    from sandbox.errors import SandboxError
+
+    path = out / "state.json"
+    if not path.is_file():
+        raise SandboxError(f"--resume {str(out)!r}: no state.json there (not a compare.py output folder?)")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SandboxError(f"--resume: {str(path)!r} could not be read: {e}") from None
+    if state.get("version") != STATE_VERSION or not isinstance(state.get("mixers"), list):
+        raise SandboxError(f"--resume: {str(path)!r} is not a state file of this compare.py (version {STATE_VERSION})")
+    return state
+
+
+def _default_out(task) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = ROOT / "outputs" / "compare" / f"{task.name}_{stamp}"
+    out, i = base, 2
+    while out.exists():
+        out, i = base.with_name(f"{base.name}_{i}"), i + 1
+    return out
+
+
+def _resumable(run_dir: Path) -> bool:
+    """Whether the engine can resume ``run_dir`` (it needs checkpoints/last.pth)."""
+    return (run_dir / "checkpoints" / "last.pth").is_file()
+
+
+def _finished_record(run_dir: Path) -> dict | None:
+    """The engine's ``results.json`` of a run that finished (e.g. before a crash could update state.json)."""
+    try:
+        record = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("final") and record.get("stopped") else None
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Move a run dir that cannot be resumed out of the way (never deleted), so a fresh run can take its name."""
+    i = 1
+    while (target := run_dir.with_name(f"{run_dir.name}.incomplete{i}")).exists():
+        i += 1
+    shutil.move(str(run_dir), str(target))
+    return target
+
+
+def _interrupted(stopped: Any) -> bool:
+    text = str(stopped or "").lower()
+    return text.startswith("interrupt") or text in ("sigint", "sigterm", "signal", "killed")
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from sandbox.config import RunConfig, apply_overrides, config_dict
+    from sandbox.data import EMBEDDED_NOTE, data_root
+    from sandbox.errors import OptionError, SandboxError
+    from sandbox.plugins import load_plugins
+    from sandbox.report import (
+        crops_grid,
+        leaderboard_markdown,
+        leaderboard_rows,
+        plot_curves,
+        plot_params,
+        restored_crops,
+        result_record,
+        write_leaderboard,
+    )
+    from sandbox.utils import resolve_device
+
+    # ---- settings: from the flags, or from OUT/state.json with --resume
+    if args.crop < 8:
+        raise OptionError(f"--crop {args.crop} is too small; expected at least 8 pixels")
+    if args.resume:
+        given = [flag for key, flag in SETTING_FLAGS.items() if getattr(args, key) not in (None, [])]
+        if given:
+            raise OptionError(
+                f"--resume takes the comparison's settings from its state.json; drop {', '.join(given)} "
+                "(only --device, --plugin, --crop and --no-progress may change)"
+            )
+        out = Path(args.resume)
+        state = _load_state(out)
+        base = apply_overrides(RunConfig(), state["base_config"], "run config (state.json)")
+        plugins = tuple(dict.fromkeys([*base.plugins, *(_plugin_path(p) for p in args.plugin)]))
+        base = dataclasses.replace(base, plugins=plugins, device=args.device or base.device)
+        specs = [m["spec"] for m in state["mixers"]]
+    else:
+        specs = [s for item in args.mixers for s in split_mixers(item)] + [s.strip() for s in args.mixer if s.strip()]
+        base = base_config(args)
+        state = None
+        out = None
+    load_plugins(list(base.plugins))
+    check_mixer_names(specs)
+    task = build_task_of(base)
+    root = data_root(base.data_root)
+    if root is not None and base.data_root is None:  # from $SANDBOX_DATA: pinned, so --resume reads the same data
+        base = dataclasses.replace(base, data_root=str(root))
+    if root is None and (base.eval_sets or base.train_sets):
+        raise OptionError(
+            "eval_sets/train_sets name benchmark sets, which need a data root (--data-root or SANDBOX_DATA); "
+            "without one the embedded default is used: leave them unset"
+        )
+    if root is not None:
+        from sandbox.data import list_images
+
+        for s in base.eval_sets or task.benchmarks:
+            list_images(s, root)  # one-line error for a missing or empty set
+    device = resolve_device(base.device)
+    engine = _engine()
+    if state is None:
+        if args.out:
+            out = Path(args.out)
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                raise OptionError(
+                    f"--out {str(out)!r} already exists and is not empty; it is never overwritten "
+                    f"(continue it with --resume {out}, or choose another --out)"
+                )
+        else:
+            out = _default_out(task)
+        names = [f"{i:02d}_{_slug(s)}" for i, s in enumerate(specs, 1)]
+    else:
+        names = [m["name"] for m in state["mixers"]]
+    runs = out / "runs"
+    configs = [dataclasses.replace(base, mixer=spec, out=str(runs), name=name) for spec, name in zip(specs, names)]
+    check_runs(configs, task, engine)  # every network built once: nothing is trained or written before this
+
+    # ---- the output folder: created only now that everything checked out
+    if state is None:
+        out.mkdir(parents=True, exist_ok=True)
+        base_dict = config_dict(base)
+        state = {
+            "version": STATE_VERSION,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "argv": list(sys.argv[1:] if argv is None else argv),
+            "task": task.describe(),
+            "base_config": {k: v for k, v in base_dict.items() if k not in RESERVED_KEYS},
+            "mixers": [{"spec": s, "name": name, "status": "pending", "result": None} for s, name in zip(specs, names)],
+        }
+        _write_state(out, state)
+    budget = f"{base.budget_minutes:g} min per mixer" if base.budget_minutes is not None else "none"
+    print(
+        f"comparing {len(specs)} mixer(s) on {task.name} {task.level}: arch {base.arch}, preset {base.preset}, "
+        f"iters {base.iters}, budget {budget}, seed {base.seed}, device {device}\n"
+        f"output: {out}"
+    )
+
+    # ---- train each mixer in turn
+    n = len(state["mixers"])
+    diverged_error = getattr(engine, "TrainingDiverged", None)
+    for i, (entry, cfg) in enumerate(zip(state["mixers"], configs), 1):
+        spec = entry["spec"]
+        if entry["status"] in ("finished", "diverged") and entry.get("result"):
+            print(f"[{i}/{n}] {spec}: {entry['status']} earlier, skipped")
+            continue
+        run_dir = runs / entry["name"]
+        resume = None
+        done = _finished_record(run_dir) if run_dir.exists() else None
+        if done is not None and done.get("stopped") != "interrupted":
+            print(f"[{i}/{n}] {spec}: {run_dir} finished earlier (results.json), not trained again")
+            record = result_record(done)
+        else:
+            if run_dir.exists():
+                if _resumable(run_dir):
+                    resume = run_dir
+                else:
+                    moved = _set_aside(run_dir)
+                    print(f"[{i}/{n}] {spec}: {run_dir} has no checkpoint to resume; moved to {moved.name}")
+            entry["status"] = "running"
+            _write_state(out, state)
+            print(f"\n[{i}/{n}] {spec}: {'resuming ' + str(run_dir) if resume else 'training'}", flush=True)
+            try:
+                result = engine.train(cfg, resume=resume, progress=not args.no_progress)
+            except SandboxError as e:
+                if diverged_error is None or not isinstance(e, diverged_error):
+                    print(_stopped_hint(spec, out), file=sys.stderr)
+                    raise
+                print(f"[{i}/{n}] {spec}: diverged: {e}", file=sys.stderr)
+                record = {"config": config_dict(cfg), "stopped": "nan", "run_dir": str(run_dir), "note": str(e)}
+                entry.update(status="diverged", result=result_record(record))
+                entry["result"]["label"] = spec
+                _write_state(out, state)
+                continue
+            except BaseException:
+                print(_stopped_hint(spec, out), file=sys.stderr)
+                raise
+            record = result_record(result)
+        record["label"] = spec
+        entry["result"] = record
+        if _interrupted(record.get("stopped")):
+            entry["status"] = "interrupted"
+            _write_state(out, state)
+            print(_stopped_hint(spec, out, f"was interrupted at iteration {record.get('step')}"), file=sys.stderr)
+            return 130
+        entry["status"] = "finished"
+        _write_state(out, state)
+        first = next(iter(record["final"].items()), None)
+        score = f"PSNR {first[1].get('psnr', float('nan')):.2f} dB on {first[0]}, " if first else ""
+        print(f"[{i}/{n}] {spec}: {score}{record.get('step')} iterations (stopped: {record.get('stopped')})")
+
+    # ---- the report
+    records = []
+    for m in state["mixers"]:
+        if m["status"] in ("finished", "diverged") and m.get("result"):
+            record, moved = m["result"], runs / m["name"]
+            if not Path(str(record.get("run_dir") or "")).exists() and moved.exists():
+                record["run_dir"] = str(moved)  # the output folder was moved since
+            records.append(record)
+    rows = leaderboard_rows(records)
+    data_note = f"data root `{root}`" if root is not None else EMBEDDED_NOTE
+    diverged = [m["spec"] for m in state["mixers"] if m["status"] == "diverged"]
+    notes = "\n".join(
+        [
+            f"- task: {task.describe()}",
+            f"- network: `{base.arch}` preset `{base.preset}`"
+            + (f", arch_options `{base.arch_options}`" if base.arch_options else "")
+            + "; only the mixer differs",
+            f"- training: {base.iters} iterations, budget {budget}, batch {base.batch_size}, "
+            f"patch {base.patch_size}, lr {base.lr:g}, seed {base.seed}, device {device}",
+            f"- data: {data_note}",
+            *([f"- diverged (nan/inf, no scores): {', '.join(diverged)}"] if diverged else []),
+            "",
+            "![PSNR against training time](psnr_vs_time.png)\n![PSNR against iterations](psnr_vs_iters.png)\n"
+            "![PSNR against parameters](psnr_vs_params.png)\n![crops](crops_grid.png)",
+        ]
+    )
+    title = f"Mixer comparison: {task.name} {task.level}"
+    md_path, csv_path = write_leaderboard(rows, out, title=title, notes=notes)
+    plot_curves(records, out)
+    plot_params(records, out)
+    missing = [r["label"] for r in records if not (Path(str(r["run_dir"])) / "checkpoints" / "best.pth").is_file()]
+    if missing:
+        print(f"crops_grid.png: no checkpoints/best.pth for {', '.join(missing)}; left out", file=sys.stderr)
+    panels, where = restored_crops(records, task, root, base.eval_sets, device, crop=args.crop)
+    crops_grid(panels, out / "crops_grid.png", title=where)
+    print(f"\n{title}\n\n{leaderboard_markdown(rows, out)}\n")
+    print(f"leaderboard: {md_path}, {csv_path.name}\nplots: psnr_vs_time.png, psnr_vs_iters.png, psnr_vs_params.png")
+    print(f"crops: {out / 'crops_grid.png'} ({where})")
+    return 0
+
+
+def _stopped_hint(spec: str, out: Path, what: str = "stopped while training") -> str:
+    return (
+        f"compare: {spec!r} {what}; finished mixers are kept. "
+        f"Continue with: python experiments/compare.py --resume {out}"
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

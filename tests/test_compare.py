@@ -1,0 +1,373 @@
+"""experiments/compare.py and sandbox.report, against a fake training engine (real tiny checkpoints, fake curves)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sandbox import MIXERS, build_arch, plugins
+from sandbox.errors import OptionError, SandboxError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORE = {"conv": 27.0, "hco": 28.5, "pool": 26.0, "identity": 25.0}  # fake final PSNR per mixer name
+
+
+def _load_compare():
+    spec = importlib.util.spec_from_file_location("compare_script", ROOT / "experiments" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _load_compare()
+
+
+@dataclass
+class FakeRunResult:
+    run_dir: Path
+    config: object
+    step: int
+    best_psnr: float
+    final: dict
+    history: list
+    params: int
+    macs_per_mpx: int
+    train_iters_per_sec: float
+    infer_ms_per_mpx: float
+    stopped: str
+
+
+class FakeTrain:
+    """Stands in for sandbox.engine.train: writes a run dir with a real tiny checkpoint, returns plausible results."""
+
+    def __init__(self, fail_on: str | None = None, stopped: dict | None = None, diverge_on: str | None = None):
+        self.calls = []
+        self.fail_on = fail_on
+        self.stopped = stopped or {}
+        self.diverge_on = diverge_on
+
+    def __call__(self, config, on_eval=None, resume=None, progress=True):
+        self.calls.append((config, resume))
+        run_dir = Path(config.out) / config.name
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=resume is not None)
+        torch.manual_seed(0)
+        net = build_arch(config.arch, mixer=config.mixer, preset="tiny", in_chans=1, task="denoise")
+        ckpt = {"arch_spec": net.arch_spec, "model": net.state_dict()}
+        torch.save(ckpt, run_dir / "checkpoints" / "best.pth")
+        torch.save(ckpt, run_dir / "checkpoints" / "last.pth")  # what the engine resumes from
+        (run_dir / "crops.png").write_bytes(b"")
+        if config.mixer == self.fail_on:
+            raise KeyboardInterrupt
+        if config.mixer == self.diverge_on:
+            raise sys.modules["sandbox.engine"].TrainingDiverged("loss became nan at iteration 7; no checkpoint")
+        name = config.mixer.split(":")[0]
+        top = SCORE.get(name, 24.0) + (0.1 if ":" in config.mixer else 0.0)
+        history = [
+            {"step": s, "wall": 2.0 * s, "psnr": top - 3.0 / (1 + s), "ssim": 0.8} for s in (0, 10, 20, config.iters)
+        ]
+        if on_eval:
+            for h in history:
+                on_eval(h["step"], {**h, "iters_per_sec": 5.0})
+        final = {"embedded": {"psnr": top, "ssim": 0.8 + top / 1000, "input_psnr": 20.2, "images": 2}}
+        return FakeRunResult(
+            run_dir=run_dir,
+            config=config,
+            step=config.iters,
+            best_psnr=top,
+            final=final,
+            history=history,
+            params=sum(p.numel() for p in net.parameters()),
+            macs_per_mpx=int(1e9 * (1 + len(name))),
+            train_iters_per_sec=5.0,
+            infer_ms_per_mpx=12.5,
+            stopped=self.stopped.get(config.mixer, "iters"),
+        )
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """Install a FakeTrain as sandbox.engine.train (a stub module if the real engine is not there yet)."""
+    try:
+        import sandbox.engine as engine
+    except ImportError:
+        engine = types.ModuleType("sandbox.engine")
+        engine.train = None
+        engine.TrainingDiverged = type("TrainingDiverged", (SandboxError,), {})
+        monkeypatch.setitem(sys.modules, "sandbox.engine", engine)
+
+    def install(fake):
+        monkeypatch.setattr(engine, "train", fake)
+        return fake
+
+    install(FakeTrain())
+    return install
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch):
+    monkeypatch.delenv("SANDBOX_DATA", raising=False)  # the embedded default: no download, deterministic
+    monkeypatch.delenv("SANDBOX_PLUGINS", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: one thread is fastest, and immune to a loaded machine
+    yield
+    torch.set_num_threads(threads)
+
+
+ARGS = [
+    "--task",
+    "denoise",
+    "--preset",
+    "tiny",
+    "--iters",
+    "30",
+    "--seed",
+    "3",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--crop",
+    "40",
+]
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_compare_end_to_end_with_fake_engine(tmp_path, fake_engine, capsys):
+    fake = fake_engine(FakeTrain())
+    out = tmp_path / "cmp"
+    code = compare.main(["--mixers", "conv,identity", "--mixer", "hco", *ARGS, "--set", "lr=1e-3", "--out", str(out)])
+    assert code == 0
+    # identical settings: the configs differ only in mixer and name
+    configs = [c for c, _ in fake.calls]
+    assert [c.mixer for c in configs] == ["conv", "identity", "hco"]
+    common = [dataclasses.replace(c, mixer=None, name=None) for c in configs]
+    assert all(c == common[0] for c in common)
+    assert configs[0].seed == 3 and configs[0].iters == 30 and configs[0].preset == "tiny" and configs[0].lr == 1e-3
+    assert len({c.name for c in configs}) == 3 and all(Path(c.out) == out / "runs" for c in configs)
+
+    for name in ("leaderboard.md", "leaderboard.csv", "state.json"):
+        assert (out / name).is_file()
+    for name in ("psnr_vs_time.png", "psnr_vs_iters.png", "psnr_vs_params.png", "crops_grid.png"):
+        img = cv2.imread(str(out / name))
+        assert img is not None and img.shape[0] > 50 and img.shape[1] > 50, name
+    grid = cv2.imread(str(out / "crops_grid.png"))
+    assert grid.shape[1] > grid.shape[0] * 2  # one row of 2 + 3 panels
+
+    rows = _read_csv(out / "leaderboard.csv")
+    assert list(rows[0]) == [
+        "mixer",
+        "embedded_psnr",
+        "embedded_ssim",
+        "params",
+        "macs_g_per_mpx",
+        "train_it_per_s",
+        "infer_ms_per_mpx",
+        "iters",
+        "run_dir",
+    ]
+    assert [r["mixer"] for r in rows] == ["hco", "conv", "identity"]  # sorted by PSNR, best first
+    psnrs = [float(r["embedded_psnr"]) for r in rows]
+    assert psnrs == sorted(psnrs, reverse=True) and psnrs[0] == pytest.approx(28.5)
+    assert all(int(r["iters"]) == 30 and Path(r["run_dir"]).is_dir() for r in rows)
+    assert float(rows[0]["macs_g_per_mpx"]) == pytest.approx(4.0)  # 1e9 * (1 + len("hco")) MACs
+
+    md = (out / "leaderboard.md").read_text()
+    assert "| 1 | `hco` | 28.50 |" in md and "NOT comparable" in md
+    printed = capsys.readouterr().out
+    assert "| 1 | `hco` | 28.50 |" in printed and "| 3 | `identity` |" in printed
+    state = json.loads((out / "state.json").read_text())
+    assert [m["status"] for m in state["mixers"]] == ["finished"] * 3
+
+
+def test_unknown_mixer_exits_2_before_anything_is_written(tmp_path):
+    out = tmp_path / "never"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "compare.py"), "--mixers", "hco,hyena_pixl", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown mixer 'hyena_pixl'"), r.stderr
+    assert "hyena_pixel" in lines[0]
+    assert not out.exists()
+
+
+def test_bad_option_and_existing_out_fail_before_training(tmp_path, fake_engine):
+    fake = fake_engine(FakeTrain())
+    with pytest.raises(OptionError, match="mixer 'conv:kernel_sise=5'.*kernel_size"):
+        compare.main(["--mixers", "hco;conv:kernel_sise=5", *ARGS, "--out", str(tmp_path / "a")])
+    with pytest.raises(OptionError, match="--set mixer"):
+        compare.main(["--mixers", "hco", *ARGS, "--set", "mixer=conv", "--out", str(tmp_path / "b")])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "keep.txt").write_text("mine")
+    with pytest.raises(OptionError, match="never overwritten"):
+        compare.main(["--mixers", "hco", *ARGS, "--out", str(tmp_path / "c")])
+    assert fake.calls == [] and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["keep.txt"]
+
+
+PLUGIN = textwrap.dedent(
+    '''
+    """A user's mixer for the compare test."""
+    from torch import nn
+
+    from sandbox import register_mixer
+
+
+    @register_mixer("cmp_test_blur", paper="a user, 2026", family="conv", complexity="O(N)")
+    class Blur(nn.Module):
+        """3x3 depthwise blur. (B, C, H, W) -> (B, C, H, W)."""
+
+        def __init__(self, dim: int):
+            super().__init__()
+            self.dw = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+        def forward(self, x):
+            return self.dw(x)
+    '''
+)
+
+
+@pytest.fixture
+def plugin_file(tmp_path):
+    path = tmp_path / "cmp_plugin.py"
+    path.write_text(PLUGIN)
+    yield path
+    MIXERS.unregister("cmp_test_blur")
+    plugins._loaded.pop(str(path.resolve()), None)
+    sys.modules.pop("sandbox_plugin_cmp_plugin", None)
+
+
+def test_plugin_mixer_is_compared(tmp_path, fake_engine, plugin_file):
+    fake = fake_engine(FakeTrain())
+    out = tmp_path / "cmp"
+    assert compare.main(["--mixers", "cmp_test_blur,conv", "--plugin", str(plugin_file), *ARGS, "--out", str(out)]) == 0
+    assert [c.mixer for c, _ in fake.calls] == ["cmp_test_blur", "conv"]
+    assert fake.calls[0][0].plugins == (str(plugin_file.resolve()),)  # recorded so the runs can be reloaded
+    assert [r["mixer"] for r in _read_csv(out / "leaderboard.csv")] == ["conv", "cmp_test_blur"]
+    assert cv2.imread(str(out / "crops_grid.png")) is not None
+
+
+def test_resume_skips_finished_and_resumes_the_interrupted_mixer(tmp_path, fake_engine):
+    out = tmp_path / "cmp"
+    first = fake_engine(FakeTrain(fail_on="identity"))
+    with pytest.raises(KeyboardInterrupt):
+        compare.main(["--mixers", "conv,identity,hco", *ARGS, "--out", str(out)])
+    assert [c.mixer for c, _ in first.calls] == ["conv", "identity"]
+    state = json.loads((out / "state.json").read_text())
+    assert [m["status"] for m in state["mixers"]] == ["finished", "running", "pending"]
+
+    with pytest.raises(OptionError, match="drop --mixers"):
+        compare.main(["--resume", str(out), "--mixers", "conv"])
+    second = fake_engine(FakeTrain())
+    assert compare.main(["--resume", str(out), "--no-progress", "--crop", "40"]) == 0
+    assert [(c.mixer, r) for c, r in second.calls] == [("identity", out / "runs" / "02_identity"), ("hco", None)]
+    assert second.calls[0][0].seed == 3 and second.calls[0][0].iters == 30  # settings from state.json
+    rows = _read_csv(out / "leaderboard.csv")
+    assert [r["mixer"] for r in rows] == ["hco", "conv", "identity"]
+
+    third = fake_engine(FakeTrain())
+    assert (
+        compare.main(["--resume", str(out), "--no-progress", "--crop", "40"]) == 0
+    )  # all finished: only the report again
+    assert third.calls == []
+
+
+def test_resume_sets_aside_a_run_dir_without_checkpoint(tmp_path, fake_engine):
+    out = tmp_path / "cmp"
+    fake_engine(FakeTrain(fail_on="conv"))
+    with pytest.raises(KeyboardInterrupt):
+        compare.main(["--mixers", "conv", *ARGS, "--out", str(out)])
+    (out / "runs" / "01_conv" / "checkpoints" / "last.pth").unlink()  # crashed before its first checkpoint
+    again = fake_engine(FakeTrain())
+    assert compare.main(["--resume", str(out), "--no-progress", "--crop", "40"]) == 0
+    assert [(c.mixer, r) for c, r in again.calls] == [("conv", None)]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["01_conv", "01_conv.incomplete1"]  # kept, not deleted
+
+
+def test_interrupted_result_stops_and_is_resumable(tmp_path, fake_engine):
+    out = tmp_path / "cmp"
+    fake_engine(FakeTrain(stopped={"conv": "interrupted"}))
+    assert compare.main(["--mixers", "conv,hco", *ARGS, "--out", str(out)]) == 130
+    state = json.loads((out / "state.json").read_text())
+    assert [m["status"] for m in state["mixers"]] == ["interrupted", "pending"]
+    again = fake_engine(FakeTrain())
+    assert compare.main(["--resume", str(out), "--no-progress", "--crop", "40"]) == 0
+    assert [(c.mixer, r is not None) for c, r in again.calls] == [("conv", True), ("hco", False)]
+
+
+def test_diverged_mixer_is_reported_and_the_others_still_run(tmp_path, fake_engine, capsys):
+    out = tmp_path / "cmp"
+    fake = fake_engine(FakeTrain(diverge_on="identity"))
+    assert compare.main(["--mixers", "identity,conv", *ARGS, "--out", str(out)]) == 0
+    assert [c.mixer for c, _ in fake.calls] == ["identity", "conv"]
+    assert "identity: diverged: loss became nan" in capsys.readouterr().err
+    rows = _read_csv(out / "leaderboard.csv")
+    assert [(r["mixer"], r["embedded_psnr"]) for r in rows] == [("conv", "27.000000"), ("identity", "")]
+    assert "diverged (nan/inf, no scores): identity" in (out / "leaderboard.md").read_text()
+    again = fake_engine(FakeTrain())
+    assert compare.main(["--resume", str(out), "--no-progress", "--crop", "40"]) == 0
+    assert again.calls == []  # a diverged mixer is a result, not retried
+
+
+def test_split_mixers_and_parse_set():
+    assert compare.split_mixers("hco,attention_window, conv") == ["hco", "attention_window", "conv"]
+    assert compare.split_mixers("hco:k_mode=fixed,k=0.5,conv") == ["hco:k_mode=fixed,k=0.5", "conv"]
+    assert compare.split_mixers("mpfb:sizes=[3,5],conv:kernel_size=5") == ["mpfb:sizes=[3,5]", "conv:kernel_size=5"]
+    assert compare.split_mixers("hco;conv:kernel_size=5,bias=False;") == ["hco", "conv:kernel_size=5,bias=False"]
+    assert compare.parse_set(["lr=1e-3", "eval_sets=Set12,BSD68", "arch_options.embed_dim=32"]) == {
+        "lr": 1e-3,
+        "eval_sets": ("Set12", "BSD68"),
+        "arch_options": {"embed_dim": 32},
+    }
+    with pytest.raises(OptionError, match="KEY=VALUE"):
+        compare.parse_set(["lr"])
+
+
+def test_report_pieces_directly(tmp_path):
+    from sandbox.report import crops_grid, leaderboard_rows, plot_curves, plot_params, write_leaderboard
+
+    results = [
+        {"config": {"mixer": "a"}, "final": {"S": {"psnr": 30.0, "ssim": 0.9}}, "history": [], "params": 10, "step": 5},
+        {"config": {"mixer": {"name": "b", "k": 1}}, "final": {}, "history": [{"step": 1, "wall": 1, "psnr": 20}]},
+        {"config": {"mixer": "c"}, "final": {"S": {"psnr": 31.0, "ssim": 0.91}}, "history": [], "params": 1000},
+    ]
+    rows = leaderboard_rows(results)
+    assert [r["mixer"] for r in rows] == ["c", "a", "b:k=1"]  # missing PSNR last
+    md, csv_path = write_leaderboard(rows, tmp_path)
+    assert md.read_text().count("\n|") == 5 and len(_read_csv(csv_path)) == 3
+    paths = [*plot_curves(results, tmp_path), plot_params(results, tmp_path)]
+    gray = np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    paths.append(crops_grid([("gray", gray), ("rgb", rgb), ("float", gray / 255.0)], tmp_path / "grid.png"))
+    assert all(cv2.imread(str(p)) is not None for p in paths)
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
+    with pytest.raises(SandboxError):
+        crops_grid([], tmp_path / "empty.png")
+
+
+def test_plots_without_matplotlib_are_one_line_errors(tmp_path, monkeypatch):
+    from sandbox.report import plot_params
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    with pytest.raises(SandboxError, match="pip install matplotlib"):
+        plot_params([{"config": {"mixer": "a"}, "final": {"S": {"psnr": 1.0}}, "params": 1}], tmp_path)
