@@ -195,14 +195,9 @@ def base_config(args: argparse.Namespace):
 
 def build_task_of(cfg):
     """The task a RunConfig trains on (``task`` spec plus the ``sigma`` / ``quality`` shorthands)."""
-    from sandbox.registry import build_task
+    from sandbox.engine import build_task_from
 
-    options = {}
-    if cfg.sigma is not None:
-        options["sigma"] = cfg.sigma
-    if cfg.quality is not None:
-        options["quality"] = cfg.quality
-    return build_task(cfg.task, **options)
+    return build_task_from(cfg)
 
 
 def check_mixer_names(specs: list[str]) -> None:

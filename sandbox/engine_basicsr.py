@@ -140,14 +140,9 @@ def _plain(value: Any) -> Any:
 
 
 def _task(config: RunConfig):
-    from .registry import build_task
+    from .engine import build_task_from
 
-    overrides = {}
-    if config.sigma is not None:
-        overrides["sigma"] = config.sigma
-    if config.quality is not None:
-        overrides["quality"] = config.quality
-    return build_task(config.task, **overrides)
+    return build_task_from(config)
 
 
 def _network_options(config: RunConfig, task) -> dict[str, Any]:
