@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from torch import Tensor, nn
 
-__all__ = ["DropPath"]
+from sandbox.errors import OptionError
+
+__all__ = ["DropPath", "block_specs"]
+
+
+def block_specs(
+    value: Any, depths: Sequence[int], option: str, unit: str, unit_long: str, first: int = 0
+) -> list[list[Any]]:
+    """The mixer spec of every block, ``[unit][block]``, from one spec (name, ``'name:k=v,...'`` or dict), one spec
+    per unit (a stage or residual group), or per unit a list of one spec per block.
+
+    Args:
+        value: the network's mixer option.
+        depths: blocks per unit.
+        option: the option's name in messages ("mixer", "mixers").
+        unit: short unit name in messages ("group", "stage"); ``unit_long`` the long one ("residual group").
+        first: number of the first unit in messages (0 or 1).
+    """
+    n = len(depths)
+    if isinstance(value, (str, dict)):
+        per_unit = [value] * n
+    elif isinstance(value, (list, tuple)) and len(value) == n:
+        per_unit = list(value)
+    else:
+        raise OptionError(
+            f"{option}={value!r} is not valid; expected one spec (name, 'name:k=v,...' or dict), or a list of {n} "
+            f"(one per {unit_long}, each a spec or a list of one spec per block)"
+        )
+    specs = []
+    for i, (spec, depth) in enumerate(zip(per_unit, depths)):
+        if isinstance(spec, (list, tuple)):
+            if len(spec) != depth:
+                raise OptionError(
+                    f"mixer list of {unit} {i + first} has {len(spec)} specs; the {unit} has {depth} blocks"
+                )
+            specs.append(list(spec))
+        else:
+            specs.append([spec] * depth)
+    return specs
 
 
 class DropPath(nn.Module):

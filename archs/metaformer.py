@@ -55,7 +55,7 @@ from sandbox.config import apply_overrides
 from sandbox.errors import OptionError, check_choice, check_int, check_positive
 from sandbox.registry import build_mixer, register_arch
 
-from .layers import DropPath
+from .layers import DropPath, block_specs
 
 __all__ = [
     "MetaFormerConfig",
@@ -330,30 +330,6 @@ def _per_stage(value: Any, n: int, what: str) -> list[Any]:
     return [value] * n
 
 
-def _block_specs(cfg: MetaFormerConfig) -> list[list[Any]]:
-    """The mixer spec of every block, [stage][block], from one spec, one per stage, or a list per block in a stage."""
-    n = len(cfg.depths)
-    m = cfg.mixers
-    if isinstance(m, (str, dict)):
-        per_stage = [m] * n
-    elif isinstance(m, (list, tuple)) and len(m) == n:
-        per_stage = list(m)
-    else:
-        raise OptionError(
-            f"mixers={m!r} is not valid; expected one spec (name, 'name:k=v,...' or dict), or a list of {n} "
-            f"(one per stage, each a spec or a list of one spec per block)"
-        )
-    specs = []
-    for i, (spec, depth) in enumerate(zip(per_stage, cfg.depths)):
-        if isinstance(spec, (list, tuple)):
-            if len(spec) != depth:
-                raise OptionError(f"mixer list of stage {i + 1} has {len(spec)} specs; the stage has {depth} blocks")
-            specs.append(list(spec))
-        else:
-            specs.append([spec] * depth)
-    return specs
-
-
 def _check_config(cfg: MetaFormerConfig) -> None:
     check_int("in_chans", cfg.in_chans)
     check_int("num_classes", cfg.num_classes)
@@ -403,7 +379,7 @@ class MetaFormer(nn.Module):
         n = len(cfg.depths)
         layer_scales = _per_stage(cfg.layer_scale, n, "layer_scale")
         res_scales = _per_stage(cfg.res_scale, n, "res_scale")
-        specs = _block_specs(cfg)
+        specs = block_specs(cfg.mixers, cfg.depths, "mixers", "stage", "stage", first=1)
         embed_sizes = stage_sizes(cfg) if cfg.share_frequency_embedding else [None] * n
         block_cls = HeatBlock if cfg.block == "vheat" else MetaFormerBlock
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()

@@ -40,7 +40,7 @@ from sandbox.config import apply_overrides
 from sandbox.errors import OptionError, SandboxError, check_int
 from sandbox.registry import MIXERS, build_mixer, parse_spec, register_arch
 
-from .layers import DropPath
+from .layers import DropPath, block_specs
 
 __all__ = [
     "IRConfig",
@@ -159,28 +159,6 @@ class ResidualGroup(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- network
-def _block_specs(cfg: IRConfig) -> list[list[Any]]:
-    """The mixer spec of every block, [group][block], from a spec, a list per group or a list of lists per block."""
-    groups = len(cfg.depths)
-    m = cfg.mixer
-    if isinstance(m, (str, dict)):
-        per_group = [m] * groups
-    elif isinstance(m, (list, tuple)) and len(m) == groups:
-        per_group = list(m)
-    else:
-        raise OptionError(
-            f"mixer={m!r} is not valid; expected one spec (name, 'name:k=v,...' or dict), or a list of {groups} "
-            f"(one per residual group, each a spec or a list of one spec per block)"
-        )
-    specs = []
-    for g, (spec, depth) in enumerate(zip(per_group, cfg.depths)):
-        if isinstance(spec, (list, tuple)):
-            if len(spec) != depth:
-                raise OptionError(f"mixer list of group {g} has {len(spec)} specs; the group has {depth} blocks")
-            specs.append(list(spec))
-        else:
-            specs.append([spec] * depth)
-    return specs
 
 
 def _resolve_mixer(spec: Any, index: int, cfg: IRConfig) -> tuple[str, dict[str, Any]]:
@@ -243,7 +221,7 @@ class RestorationNet(nn.Module):
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         groups, i = [], 0
         multiples = [cfg.pad_multiple] if cfg.pad_multiple else []
-        for specs in _block_specs(cfg):
+        for specs in block_specs(cfg.mixer, cfg.depths, "mixer", "group", "residual group"):
             blocks = []
             for b, spec in enumerate(specs):
                 name, options = _resolve_mixer(spec, b, cfg)

@@ -88,6 +88,7 @@ def load_checkpoint(
     filter_fn: Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]] | None = None,
     strict: bool = True,
     param_key: str | None = None,
+    source: str | None = None,
 ) -> nn.Module:
     """Load weights into ``model`` and return it.
 
@@ -97,8 +98,10 @@ def load_checkpoint(
         filter_fn: ``fn(state_dict, model) -> state_dict``; default: ``model.checkpoint_filter_fn`` if it has one.
         strict: missing or unexpected keys are an error (mis-shaped tensors always are).
         param_key: take the state_dict from this key (default: ``params_ema``, ``params``, ``state_dict``, ...).
+        source: how messages name the checkpoint (default: its path, or "checkpoint" for an already loaded dict).
     """
-    source = f"checkpoint {str(checkpoint)!r}" if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
+    if source is None:
+        source = f"checkpoint {str(checkpoint)!r}" if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
     obj = torch_load(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     state = read_state_dict(obj, param_key, source)
     filter_fn = filter_fn or getattr(model, "checkpoint_filter_fn", None)

@@ -143,7 +143,8 @@ def load_network(arch: str | dict | None, weights: str | None, task: Any, data_r
         options.setdefault("sigma", task.sigma)
     net = build_arch({"name": name, **options})
     if ckpt is not None:
-        load_checkpoint(net, weights, strict=True)  # one-line error for weights of another network
+        # the file is already read: no second torch.load; one-line error for weights of another network
+        load_checkpoint(net, ckpt, strict=True, source=f"checkpoint {str(weights)!r}")
     return net
 
 
