@@ -394,17 +394,24 @@ class EMA:
             b_ema.copy_(b)
 
 
-def lr_factor(config: RunConfig, it: int) -> float:
+def lr_factor(config: RunConfig, it: int, wall: float = 0.0) -> float:
     """Learning-rate factor of the iteration after ``it`` completed ones: linear warm-up, then cosine to 0, multistep
-    (milestones are fractions of ``iters``) or constant."""
+    (milestones are fractions of the run) or constant.
+
+    The run's progress is ``it / iters``, or, with a budget, the larger of that and ``wall / budget``: a budget-bound
+    run decays its learning rate to the end of its budget instead of stopping at a high rate half-way through a
+    schedule laid out for ``iters``. ``wall`` is the training time in seconds so far.
+    """
     w = config.warmup_iters
     if w and it < w:
         return (it + 1) / w
+    t = min(1.0, (it - w) / max(1, config.iters - w))
+    if config.budget_minutes:
+        t = max(t, min(1.0, wall / (config.budget_minutes * 60.0)))
     if config.schedule == "cosine":
-        t = min(1.0, (it - w) / max(1, config.iters - w))
         return 0.5 * (1.0 + math.cos(math.pi * t))
     if config.schedule == "multistep":
-        return config.gamma ** sum(it >= round(m * config.iters) for m in config.milestones)
+        return config.gamma ** sum(t >= m for m in config.milestones)
     return 1.0
 
 
@@ -839,11 +846,11 @@ def train(
     try:
         with _StopFlag(echo) as interrupt:
             batches = _batches(dataset, step + 1, config.iters, config.workers) if stopped is None else iter(())
+            t0 = time.perf_counter()  # the budget counts making the batch and the step, not validation/saving
             for clean, degraded in batches:
-                t0 = time.perf_counter()
                 clean = clean.to(device, non_blocking=True)
                 degraded = degraded.to(device, non_blocking=True)
-                lr = config.lr * lr_factor(config, step)
+                lr = config.lr * lr_factor(config, step, wall)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with autocast():
@@ -907,6 +914,7 @@ def train(
                         raise
                 if stopped:
                     break
+                t0 = time.perf_counter()
     except KeyboardInterrupt:
         events("stop", stopped="interrupted", step=step, saved_step=saved_step)
         raise

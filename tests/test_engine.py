@@ -25,6 +25,7 @@ from sandbox.engine import (
     TrainingDiverged,
     build_network,
     build_task_from,
+    lr_factor,
     train,
 )
 from sandbox.errors import SandboxError
@@ -251,6 +252,20 @@ def test_resume_refuses_shape_changes_and_non_runs(trained, tmp_path):
     (tmp_path / "config.yaml").write_text("iters: 3\n")
     with pytest.raises(SandboxError, match="no checkpoint"):
         train(None, resume=tmp_path, progress=False)
+
+
+def test_lr_schedule_warms_up_and_decays_to_the_end_of_iters_or_budget():
+    c = RunConfig(iters=100, warmup_iters=10, lr=1.0)
+    assert lr_factor(c, 0) == pytest.approx(0.1) and lr_factor(c, 9) == pytest.approx(1.0)
+    assert lr_factor(c, 10) == pytest.approx(1.0)
+    assert lr_factor(c, 55) == pytest.approx(0.5) and lr_factor(c, 100) == pytest.approx(0.0)
+    # a budget-bound run follows the larger of its iteration and its time progress
+    b = dataclasses.replace(c, iters=10**6, budget_minutes=1.0)
+    assert lr_factor(b, 50, wall=30.0) == pytest.approx(0.5)
+    assert lr_factor(b, 50, wall=60.0) == pytest.approx(0.0)
+    assert lr_factor(b, 5, wall=60.0) == pytest.approx(0.6)  # warm-up first
+    m = dataclasses.replace(c, schedule="multistep", warmup_iters=0, milestones=(0.5, 0.9), gamma=0.1)
+    assert [lr_factor(m, i) for i in (49, 50, 89, 90)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
 
 
 def test_batches_depend_on_seed_and_step_only():
