@@ -34,7 +34,6 @@ import re
 import shutil
 import sys
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -125,39 +124,12 @@ def split_mixers(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _field_is_tuple(tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        return True
-    return any(_field_is_tuple(a) for a in typing.get_args(tp)) if origin is not None else False
-
-
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """``--set key=value`` items as RunConfig overrides (values as Python literals; ``a,b`` for tuple fields;
-    ``arch_options.KEY=VALUE`` merges into ``arch_options``)."""
-    from sandbox.config import RunConfig
-    from sandbox.errors import OptionError
-    from sandbox.registry import _literal
+    """``--set key=value`` items as RunConfig overrides (:func:`sandbox.config.parse_set`; mixer, name and out are
+    set by compare.py per run)."""
+    from sandbox.config import parse_set as _parse_set
 
-    hints = typing.get_type_hints(RunConfig)
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise OptionError(f"--set {item!r} is not KEY=VALUE (e.g. --set lr=1e-3)")
-        value = _literal(text.strip())
-        if key.startswith("arch_options."):
-            out.setdefault("arch_options", {})[key.split(".", 1)[1]] = value
-            continue
-        if key in RESERVED_KEYS:
-            raise OptionError(f"--set {key}=... is not allowed: compare.py sets {key!r} for each run itself")
-        if isinstance(value, str) and key in hints and _field_is_tuple(hints[key]):
-            value = tuple(v.strip() for v in value.split(",") if v.strip())
-        if key == "arch_options" and isinstance(value, dict):
-            value = {**out.get("arch_options", {}), **value}
-        out[key] = value
-    return out
+    return _parse_set(items, {k: f"compare.py sets {k!r} for each run itself" for k in RESERVED_KEYS})
 
 
 # ------------------------------------------------------------------------------------------------- configuration

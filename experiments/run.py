@@ -100,14 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def overrides_from(args: argparse.Namespace) -> dict:
     """RunConfig overrides in precedence order: --config, then the flags, then --set."""
-    import typing
-
-    from sandbox.config import RunConfig
+    from sandbox.config import parse_set
     from sandbox.engine import load_config_file
-    from sandbox.errors import OptionError
-    from sandbox.registry import _literal
 
-    hints = typing.get_type_hints(RunConfig)
     overrides = dict(load_config_file(args.config)) if args.config else {}
     for flag, key in FLAG_FIELDS.items():
         value = getattr(args, flag)
@@ -118,14 +113,10 @@ def overrides_from(args: argparse.Namespace) -> dict:
         overrides["eval_sets"] = None if sets in ((), ("all",)) else sets
     if args.plugin:
         overrides["plugins"] = tuple(args.plugin)
-    for item in args.sets:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise OptionError(f"--set {item!r} is not key=value (e.g. --set lr=1e-3)")
-        key, value = key.strip(), _literal(value.strip())
-        if isinstance(value, str) and "tuple[str" in str(hints.get(key)):  # --set eval_sets=Set12,BSD68
-            value = tuple(v.strip() for v in value.split(",") if v.strip())
-        overrides[key] = value
+    sets = parse_set(args.sets)
+    if isinstance(overrides.get("arch_options"), dict) and "arch_options" in sets:
+        sets["arch_options"] = {**overrides["arch_options"], **sets["arch_options"]}
+    overrides.update(sets)
     return overrides
 
 
@@ -139,22 +130,6 @@ def check_flags_apply(args: argparse.Namespace, config) -> None:
     for flag, key in (("mixer", "--mixer"), ("preset", "--preset")):
         if getattr(args, flag) is not None and flag not in accepted:
             raise OptionError(f"network {name!r} takes no {flag}, so {key} would be ignored; use --arch ir for mixers")
-
-
-def quick_eval_sets(config):
-    """The command's default final evaluation: the task's first benchmark only (Set12 for denoise), which keeps the
-    default run near 5 minutes on 2 CPU cores (BSD68 alone would take minutes); ``--eval-sets all`` evaluates all."""
-    import dataclasses
-
-    from sandbox.data import data_root
-    from sandbox.engine import build_task_from
-    from sandbox.plugins import load_plugins
-
-    load_plugins(list(config.plugins))
-    task = build_task_from(config)
-    if data_root(config.data_root) is None or not task.benchmarks:
-        return config  # the embedded default
-    return dataclasses.replace(config, eval_sets=(task.benchmarks[0],))
 
 
 def main(argv=None) -> int:
@@ -183,6 +158,8 @@ def main(argv=None) -> int:
     else:
         config = apply_overrides(RunConfig(), overrides, "run config")
         if "eval_sets" not in overrides:
+            from sandbox.engine import quick_eval_sets
+
             config = quick_eval_sets(config)
     check_flags_apply(args, config)
     result = train(config, resume=args.resume, progress=not args.no_progress, echo=print)

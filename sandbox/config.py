@@ -11,13 +11,13 @@ import dataclasses
 import difflib
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 from .errors import OptionError
 
 T = TypeVar("T")
 
-__all__ = ["RunConfig", "apply_overrides", "config_dict"]
+__all__ = ["RunConfig", "apply_overrides", "config_dict", "parse_set"]
 
 
 def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
@@ -100,6 +100,43 @@ def config_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def _field_is_tuple(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return True
+    return any(_field_is_tuple(a) for a in typing.get_args(tp)) if origin is not None else False
+
+
+def parse_set(items: Sequence[str], reserved: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``--set key=value`` items as RunConfig overrides, in order (a later item wins).
+
+    Values are Python literals, else strings; ``a,b`` gives a tuple for tuple fields (``eval_sets=Set12,BSD68``);
+    ``arch_options.KEY=VALUE`` merges into ``arch_options``. ``reserved`` maps keys the caller sets itself to the
+    reason given in the error. Keys and types are checked later by :func:`apply_overrides`.
+    """
+    from .registry import _literal
+
+    hints = typing.get_type_hints(RunConfig)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise OptionError(f"--set {item!r} is not KEY=VALUE (e.g. --set lr=1e-3)")
+        value = _literal(text.strip())
+        if key.startswith("arch_options."):
+            out.setdefault("arch_options", {})[key.split(".", 1)[1]] = value
+            continue
+        if reserved and key in reserved:
+            raise OptionError(f"--set {key}=... is not allowed: {reserved[key]}")
+        if isinstance(value, str) and key in hints and _field_is_tuple(hints[key]):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        if key == "arch_options" and isinstance(value, dict):
+            value = {**out.get("arch_options", {}), **value}
+        out[key] = value
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ run config

@@ -144,6 +144,22 @@ def build_task_from(config: RunConfig):
     return build_task(copy.deepcopy(config.task), **options)
 
 
+def quick_eval_sets(config: RunConfig) -> RunConfig:
+    """``config`` evaluating the task's first benchmark only (Set12 for denoise) when it names no eval sets and a
+    data root exists: the default of run.py and the sweeps, which keeps a run short (BSD68 alone takes minutes on 2
+    CPU cores). Without data (the embedded split) or with eval sets given, ``config`` is returned as it is."""
+    from .data import data_root
+    from .plugins import load_plugins
+
+    if config.eval_sets is not None:
+        return config
+    load_plugins(list(config.plugins))
+    task = build_task_from(config)
+    if data_root(config.data_root) is None or not task.benchmarks:
+        return config  # the embedded default
+    return dataclasses.replace(config, eval_sets=(task.benchmarks[0],))
+
+
 def build_network(config: RunConfig, task: Any = None) -> nn.Module:
     """The network of ``config``, initialised from the global torch RNG.
 

@@ -26,6 +26,7 @@ from sandbox.engine import (
     build_network,
     build_task_from,
     lr_factor,
+    quick_eval_sets,
     train,
 )
 from sandbox.errors import SandboxError
@@ -318,10 +319,10 @@ def test_config_file_flags_and_set_precedence(run_module, tmp_path):
 
 
 def test_default_command_evaluates_the_first_benchmark_only(run_module, tmp_path):
-    with_data = run_module.quick_eval_sets(RunConfig(data_root=str(tmp_path)))
+    with_data = quick_eval_sets(RunConfig(data_root=str(tmp_path)))
     assert with_data.eval_sets == ("Set12",)
-    assert run_module.quick_eval_sets(RunConfig(task="jpeg_color", data_root=str(tmp_path))).eval_sets == ("LIVE1",)
-    assert run_module.quick_eval_sets(RunConfig()).eval_sets is None  # no data: the embedded eval split
+    assert quick_eval_sets(RunConfig(task="jpeg_color", data_root=str(tmp_path))).eval_sets == ("LIVE1",)
+    assert quick_eval_sets(RunConfig()).eval_sets is None  # no data: the embedded eval split
     args = run_module.parse_args(["--eval-sets", "all"])
     assert run_module.overrides_from(args)["eval_sets"] is None  # all: the task's benchmarks
 
