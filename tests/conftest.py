@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests also run from a plain checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
@@ -19,3 +21,29 @@ def pytest_configure(config):
     from sandbox import load_plugins
 
     load_plugins(config.getoption("--plugin"))
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """SQLAlchemy URL of a throwaway PostgreSQL server on loopback (tests/pgserver.py),
+    postgresql://sandbox@127.0.0.1:PORT/optuna.
+
+    Skipped when the server cannot be started, except under CI (CI=true), where that fails the test."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from pgserver import PostgresServer
+    finally:
+        sys.path.pop(0)
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    try:
+        url = server.start()
+    except RuntimeError as exc:
+        message = f"PostgreSQL test server could not be started: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield url
+    finally:
+        server.stop()

@@ -1,0 +1,228 @@
+"""Optuna ablation sweeps over any registered mixer: the seed papers' ablations as ready studies.
+
+    python experiments/sweep.py --study hco_k --trials 7 --iters 300          # vHeat Table 6 on denoising
+    python experiments/sweep.py --study mpfb_fusion --trials 10 --budget-minutes 3 --seeds 2
+    python experiments/sweep.py --study mixer --trials 20 --sampler tpe --plugin my_mixers.py
+    python experiments/sweep.py --study hco_k --trials 7 --workers 2                      # 2 processes, 1 storage
+    python experiments/sweep.py --study hco_k --trials 7 --storage postgresql://me@db/optuna   # many machines
+    python experiments/sweep.py --study hco_k --report                        # tables and plots of a stored study
+
+Studies are YAML files in experiments/sweeps/ (``--study NAME``) or anywhere (``--study path/to/study.yaml``); see
+``sandbox/sweep.py`` for the format. Each trial trains ``--seeds`` runs of one setting with ``sandbox.engine.train``
+(the same as run.py) and scores their mean PSNR on the task's first benchmark (the embedded split without data).
+
+The study lives in a storage: by default ``<out>/study.db`` (SQLite); ``--storage postgresql://...`` or
+``mysql://...`` for workers on several machines; ``--storage journal:FILE`` for Optuna's journal file on a shared file
+system. Run the same command again to resume: finished trials are kept, and a trial whose worker died (no heartbeat
+for ``2 x --heartbeat`` seconds) is failed and retried, its runs resumed from their last checkpoints (RDB storages;
+the journal storage has no heartbeats). ``--trials N`` is the number of finished trials the study ends with.
+
+Outputs in ``--out`` (default outputs/sweeps/<study>): trials.csv, ablation.md (setting -> mean ± std PSNR over the
+seeds, params, iterations, minutes), history.png/.html, importance.png/.html, and runs/ (one run directory per seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable from a plain checkout
+    sys.path.insert(0, str(ROOT))
+
+from sandbox.cli import add_plugin_arg, run_main  # noqa: E402
+
+STUDY_DIR = ROOT / "experiments" / "sweeps"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--study", required=True, help="study name (experiments/sweeps/NAME.yaml) or a .yaml path")
+    ap.add_argument("--trials", type=int, default=None, help="finished trials the study ends with (default 8)")
+    ap.add_argument("--task", default=None, help="denoise (default), denoise_color, jpeg, jpeg_color, or a spec")
+    ap.add_argument("--sigma", type=float, default=None, help="noise level on the 0-255 scale (denoise tasks)")
+    ap.add_argument("--quality", type=int, default=None, help="JPEG quality 1..100 (jpeg tasks)")
+    ap.add_argument("--preset", default=None, help="network preset of every trial (default: the study's, else tiny)")
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--iters", type=int, default=None, help="training iterations per run")
+    budget.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per run")
+    ap.add_argument("--seeds", type=int, default=1, help="runs per trial, seeds SEED, SEED+1, ... (default 1)")
+    ap.add_argument("--seed", type=int, default=0, help="first seed; also seeds the sampler (default 0)")
+    ap.add_argument("--sampler", default=None, help="tpe, grid or random (default: grid for finite spaces, else tpe)")
+    ap.add_argument("--pruner", default="median", help="median (default), hyperband or none")
+    ap.add_argument(
+        "--storage",
+        default=None,
+        help="sqlite:///FILE (default <out>/study.db), postgresql://..., mysql://..., journal:FILE",
+    )
+    ap.add_argument("--study-name", default=None, help="name of the study in the storage (default: the study's)")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes on this machine, one storage (default 1)")
+    ap.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        help="seconds between heartbeats of a running trial; a trial silent for twice this is retried (default 60)",
+    )
+    ap.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died (default 2)")
+    ap.add_argument("--eval-sets", default=None, help="evaluation sets of every run (default: the task's first)")
+    ap.add_argument("--data-root", default=None, help="data folder (default $SANDBOX_DATA; none: embedded images)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="RunConfig override for every trial (lr=1e-3, arch_options.embed_dim=32); repeatable",
+    )
+    add_plugin_arg(ap)
+    ap.add_argument("--out", default=None, help="output folder (default outputs/sweeps/<study name>)")
+    ap.add_argument("--report", action="store_true", help="only write the tables and plots of the stored study")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--worker-tag", default="", help=argparse.SUPPRESS)  # set for the processes of --workers
+    return ap.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace):
+    """(StudySpec, SweepOptions) of the command line; everything is checked before anything is written."""
+    from sandbox.config import parse_set
+    from sandbox.data import data_root
+    from sandbox.errors import OptionError
+    from sandbox.plugins import load_plugins
+    from sandbox.registry import list_mixers
+    from sandbox.sweep import SweepOptions, _pruner, _sampler, check_overrides, load_study_spec, storage_url
+
+    for flag, value, low in (
+        ("--trials", args.trials, 1),
+        ("--seeds", args.seeds, 1),
+        ("--workers", args.workers, 1),
+        ("--heartbeat", args.heartbeat, 1),
+        ("--max-retry", args.max_retry, 0),
+    ):
+        if value is not None and value < low:
+            raise OptionError(f"{flag} {value} is not valid; expected an integer >= {low}")
+    if args.budget_minutes is not None and not args.budget_minutes > 0:
+        raise OptionError(f"--budget-minutes {args.budget_minutes:g} is not valid; expected a positive number")
+    plugins = [str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugin]
+    load_plugins(plugins)
+    spec = load_study_spec(args.study, STUDY_DIR, mixer_names=list_mixers())
+    overrides = parse_set(args.set, {"seed": "use --seed", "name": "trial runs are named by the sweep"})
+    flags = {
+        "task": args.task,
+        "sigma": args.sigma,
+        "quality": args.quality,
+        "preset": args.preset,
+        "iters": args.iters,
+        "budget_minutes": args.budget_minutes,
+        "device": args.device,
+    }
+    if args.budget_minutes is not None:
+        flags["iters"] = 10**9  # the budget ends each run (and its learning-rate schedule)
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    if args.eval_sets is not None:
+        overrides["eval_sets"] = tuple(s.strip() for s in args.eval_sets.split(",") if s.strip())
+    if args.data_root is not None:
+        overrides["data_root"] = str(data_root(args.data_root))
+    if plugins:
+        overrides["plugins"] = tuple(plugins)
+    check_overrides(overrides, "command line")
+    preflight(spec, overrides)
+    _sampler(args.sampler, spec, args.seed)  # names checked before anything is written
+    _pruner(args.pruner)
+    out = Path(args.out or ROOT / "outputs" / "sweeps" / (args.study_name or spec.name)).resolve()
+    storage_url(args.storage, out)
+    opts = SweepOptions(
+        study=args.study,
+        trials=args.trials or 8,
+        out=out,
+        storage=args.storage,
+        study_name=args.study_name,
+        seeds=args.seeds,
+        seed=args.seed,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        heartbeat=args.heartbeat,
+        max_retry=args.max_retry,
+        overrides=overrides,
+        progress=not args.no_progress and args.workers == 1,
+        worker=args.worker_tag,
+    )
+    return spec, opts
+
+
+def preflight(spec, overrides: dict) -> None:
+    """Check what every trial shares (task, network name, training options) on the first setting, so that a mistake
+    on the command line is one error line before the study starts, not a failed trial per setting."""
+    from sandbox.engine import build_task_from, check_config
+    from sandbox.sweep import _merged, check_overrides
+
+    first = spec.grid()[0] if spec.finite else {p.name: p.choices[0] if p.choices else p.low for p in spec.params}
+    cfg = check_overrides(_merged(spec.overrides(first), overrides), f"{spec.path.name} ({spec.label(first)})")
+    check_config(cfg)
+    build_task_from(cfg)
+
+
+def _spawn_workers(argv: list[str], k: int) -> int:
+    """Run ``k`` copies of this command with ``--workers 1``, each with ``cores // k`` threads; return the worst exit
+    code."""
+    threads = str(max(1, (os.cpu_count() or 1) // k))
+    base = [a for a in argv]
+    if "--workers" in base:
+        i = base.index("--workers")
+        del base[i : i + 2]
+    base = [a for a in base if not a.startswith("--workers=")]
+    procs = []
+    for i in range(k):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *base,
+            "--workers",
+            "1",
+            "--no-progress",
+            "--worker-tag",
+            f"[worker {i}] ",
+        ]
+        procs.append(subprocess.Popen(cmd, env=env))
+    codes = [p.wait() for p in procs]
+    return max(codes, key=abs)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    from sandbox.sweep import dashboard_command, prepare_study, run_worker, study_counts, write_reports
+
+    spec, opts = options_from(args)
+    if args.report:
+        study, url = prepare_study(spec, opts)
+    else:
+        study, url = prepare_study(spec, opts)  # created (and its grid enqueued) once, before any worker starts
+        c = study_counts(study)
+        print(
+            f"study {study.study_name!r} ({spec.path.name}): {c['done']} of {opts.trials} trials finished; "
+            f"storage {url if url.startswith(('sqlite', 'journal')) else 'given by --storage'}; out {opts.out}"
+        )
+        if args.workers > 1:
+            code = _spawn_workers(argv, args.workers)
+            if code:
+                print(f"a worker exited with code {code}; run the same command again to resume", file=sys.stderr)
+        else:
+            run_worker(spec, opts)
+    if args.worker_tag:
+        return 0  # the parent writes the reports
+    study, url = prepare_study(spec, opts)
+    paths = write_reports(study, spec, opts.out, url)
+    print()
+    print((opts.out / "ablation.md").read_text())
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    print(f"dashboard: {dashboard_command(url)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,871 @@
+"""Optuna ablation sweeps: study files, search spaces, the objective around :func:`sandbox.engine.train`, storages,
+workers that survive crashes, and the ablation reports.
+
+A study file (``experiments/sweeps/<name>.yaml``) holds RunConfig overrides shared by every trial (``base``) and the
+parameters that vary (``params``)::
+
+    description: vHeat Table 6 on restoration
+    base: {mixer: hco}                      # RunConfig overrides; strings may hold {param} placeholders
+    params:
+      k:                                    # a categorical over named settings, each a dict of RunConfig overrides
+        settings:
+          "fixed k=0": {mixer: "hco:k_mode=fixed,k=0"}
+          learnable: {mixer: "hco:k_mode=learnable"}
+      lr: {low: 2.0e-4, high: 2.0e-3, log: true, key: lr}              # a float range into RunConfig.lr
+      width: {choices: [16, 32, 48], key: arch_options.embed_dim}      # a categorical into arch_options
+      mixer: {choices: mixers, key: mixer}                             # every registered mixer, plugins included
+
+A trial trains ``seeds`` runs of one setting (seed, seed + 1, ...) and its value is their mean PSNR on the first
+evaluation set; the first run's validation PSNR is reported to the pruner. Every run directory is stored in the
+trial's ``run_dirs`` attribute as soon as it exists, so a trial whose worker died (no heartbeat for the grace period)
+is failed, retried by :class:`optuna.storages.RetryFailedTrialCallback`, and the retry resumes those runs from their
+last checkpoints. Finite spaces with the grid sampler are enqueued once, setting by setting, so parallel workers never
+run a setting twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+import socket
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import RunConfig, apply_overrides
+from .errors import OptionError, SandboxError
+
+__all__ = [
+    "Param",
+    "StudySpec",
+    "SweepOptions",
+    "load_study_spec",
+    "open_storage",
+    "prepare_study",
+    "run_worker",
+    "write_reports",
+    "study_counts",
+]
+
+STATES_DONE = ("COMPLETE", "PRUNED")
+HEARTBEAT_S = 60  # default heartbeat of a running trial; it is failed and retried after 2 heartbeats of silence
+
+
+class SweepError(SandboxError):
+    """A one-line error of the sweep machinery (study file, storage, options)."""
+
+
+# ------------------------------------------------------------------------------------------------------ study files
+@dataclass
+class Param:
+    """One varying parameter of a study."""
+
+    name: str
+    kind: str  # "settings" (labels -> override dicts), "categorical", "int" or "float"
+    choices: list[Any] = field(default_factory=list)  # settings labels / categorical values
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings: label -> RunConfig overrides
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    key: str | None = None  # RunConfig field (or arch_options.X) the value is written to; None: placeholders only
+
+    @property
+    def finite(self) -> bool:
+        return self.kind in ("settings", "categorical") or (self.kind == "int" and not self.log)
+
+    def values(self) -> list[Any]:
+        """The grid values of a finite parameter."""
+        if self.kind in ("settings", "categorical"):
+            return list(self.choices)
+        if self.kind == "int" and not self.log:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        raise SweepError(f"parameter {self.name!r} is a {'log ' if self.log else ''}{self.kind} range, not a grid")
+
+    def suggest(self, trial: Any) -> Any:
+        if self.kind in ("settings", "categorical"):
+            return trial.suggest_categorical(self.name, self.choices)
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+
+@dataclass
+class StudySpec:
+    """A study file, parsed and checked."""
+
+    name: str
+    path: Path
+    description: str
+    base: dict[str, Any]
+    params: list[Param]
+    text: str  # the file as read (its hash ties a stored study to its definition)
+
+    @property
+    def finite(self) -> bool:
+        return all(p.finite for p in self.params)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the parameters' values, in file order (the first parameter varies slowest)."""
+        names = [p.name for p in self.params]
+        return [dict(zip(names, combo)) for combo in itertools.product(*(p.values() for p in self.params))]
+
+    def label(self, values: dict[str, Any]) -> str:
+        """The human name of a setting: a single settings label as it is, otherwise ``name=value`` pairs."""
+        if len(self.params) == 1 and self.params[0].kind == "settings":
+            return str(values[self.params[0].name])
+        return ", ".join(f"{p.name}={_fmt_value(values[p.name])}" for p in self.params)
+
+    def overrides(self, values: dict[str, Any]) -> dict[str, Any]:
+        """RunConfig overrides of a setting: ``base`` with placeholders filled, then each parameter's."""
+        fill = {p.name: values[p.name] for p in self.params}
+        out = _fill(self.base, fill, self)
+        for p in self.params:
+            if p.kind == "settings":
+                _merge(out, _fill(p.settings[values[p.name]], fill, self))
+            elif p.key:
+                _merge(out, _dotted(p.key, values[p.name]))
+        return out
+
+
+def _fmt_value(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _dotted(key: str, value: Any) -> dict[str, Any]:
+    head, dot, rest = key.partition(".")
+    return {head: _dotted(rest, value)} if dot else {head: value}
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def _fill(obj: Any, values: dict[str, Any], spec: StudySpec) -> Any:
+    """Replace ``{param}`` placeholders in the strings of ``obj`` (a whole-string placeholder keeps the value's
+    type: ``"{width}"`` -> 32)."""
+    if isinstance(obj, dict):
+        return {k: _fill(v, values, spec) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_fill(v, values, spec) for v in obj]
+    if not isinstance(obj, str):
+        return obj
+    whole = re.fullmatch(r"\{(\w+)\}", obj)
+    if whole and whole.group(1) in values:
+        return values[whole.group(1)]
+
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in values:
+            raise SweepError(
+                f"{spec.path}: placeholder {{{m.group(1)}}} names no parameter; parameters: "
+                + ", ".join(p.name for p in spec.params)
+            )
+        return str(values[m.group(1)])
+
+    return re.sub(r"\{(\w+)\}", sub, obj)
+
+
+PARAM_KEYS = {"settings", "choices", "low", "high", "step", "log", "key", "type"}
+
+
+def _yaml_line(text: str, *path: str) -> int | None:
+    """1-based line of the mapping key at ``path`` in ``text`` (for error messages), or None."""
+    import yaml
+
+    node = yaml.compose(text)
+    line = None
+    for name in path:
+        if not isinstance(node, yaml.MappingNode):
+            return line
+        for k, v in node.value:
+            if k.value == name:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            return line
+    return line
+
+
+def study_files(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def load_study_spec(name_or_path: str, folder: Path, mixer_names: list[str] | None = None) -> StudySpec:
+    """Read a study by name (``folder/<name>.yaml``) or path; errors name the file and line.
+
+    Args:
+        mixer_names: the registered mixers, for ``choices: mixers`` (plugins must be loaded before).
+    """
+    import yaml
+
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        files = study_files(folder)
+        if name_or_path not in files:
+            raise SweepError(
+                f"unknown study {name_or_path!r}; available: {', '.join(files) or 'none'} "
+                f"(files in {folder}), or a path to a .yaml study file"
+            )
+        path = files[name_or_path]
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SweepError(f"{path}{where}: YAML syntax error: {problem}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: a study file is a mapping with 'params' (and 'base', 'description')")
+    unknown = set(raw) - {"name", "description", "base", "params"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise SweepError(
+            f"{path} line {_yaml_line(text, key)}: unknown key {key!r}; expected name, description, base, params"
+        )
+    base = raw.get("base") or {}
+    if not isinstance(base, dict):
+        raise SweepError(f"{path} line {_yaml_line(text, 'base')}: 'base' must be a mapping of RunConfig overrides")
+    params_raw = raw.get("params")
+    if not isinstance(params_raw, dict) or not params_raw:
+        raise SweepError(f"{path} line {_yaml_line(text, 'params') or 1}: 'params' must be a non-empty mapping")
+    params = [_parse_param(n, d, path, text, mixer_names) for n, d in params_raw.items()]
+    spec = StudySpec(str(raw.get("name") or path.stem), path, str(raw.get("description") or ""), base, params, text)
+    # every setting must give a valid RunConfig (types and keys), before anything runs
+    first = {p.name: p.values()[0] if p.finite else p.low for p in params}
+    for values in spec.grid() if spec.finite and len(spec.grid()) <= 512 else [first]:
+        check_overrides(spec.overrides(values), f"{path} ({spec.label(values)})")
+    return spec
+
+
+def _parse_param(name: str, d: Any, path: Path, text: str, mixer_names: list[str] | None) -> Param:
+    line = _yaml_line(text, "params", name)
+
+    def bad(msg: str) -> SweepError:
+        return SweepError(f"{path} line {line}: parameter {name!r}: {msg}")
+
+    if isinstance(d, list):
+        d = {"choices": d}
+    if not isinstance(d, dict):
+        raise bad("expected a mapping with settings, choices, or low/high")
+    unknown = set(d) - PARAM_KEYS
+    if unknown:
+        raise bad(f"unknown key {sorted(unknown)[0]!r}; expected {', '.join(sorted(PARAM_KEYS))}")
+    key = d.get("key")
+    if "settings" in d:
+        settings = d["settings"]
+        if not isinstance(settings, dict) or not settings or not all(isinstance(v, dict) for v in settings.values()):
+            raise bad("'settings' must map each label to a mapping of RunConfig overrides")
+        labels = {str(k): v for k, v in settings.items()}
+        return Param(name, "settings", choices=list(labels), settings=labels)
+    if "choices" in d:
+        choices = d["choices"]
+        if choices == "mixers":
+            if mixer_names is None:
+                raise bad("'choices: mixers' needs the mixer registry")
+            choices = list(mixer_names)
+        if not isinstance(choices, list) or not choices:
+            raise bad("'choices' must be a non-empty list (or 'mixers' for every registered mixer)")
+        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in choices):
+            raise bad("choices must be strings, numbers, booleans or null (Optuna stores them)")
+        return Param(name, "categorical", choices=choices, key=key)
+    if "low" in d and "high" in d:
+        low, high = d["low"], d["high"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
+            raise bad(f"low={low!r}, high={high!r} must be numbers with low <= high")
+        kind = d.get("type") or ("int" if isinstance(low, int) and isinstance(high, int) else "float")
+        if kind not in ("int", "float"):
+            raise bad(f"type={kind!r} is not valid; expected int or float")
+        if d.get("log") and low <= 0:
+            raise bad("a log range needs low > 0")
+        if key is None:
+            raise bad("a range needs 'key' (the RunConfig field it sets, e.g. lr or arch_options.embed_dim)")
+        return Param(name, kind, low=low, high=high, step=d.get("step"), log=bool(d.get("log")), key=key)
+    raise bad("expected 'settings', 'choices', or 'low' and 'high'")
+
+
+def check_overrides(overrides: dict[str, Any], where: str) -> RunConfig:
+    """RunConfig with ``overrides`` applied (arch_options merged); one-line errors name ``where``."""
+    try:
+        return apply_overrides(RunConfig(), overrides, "run config")
+    except OptionError as e:
+        raise SweepError(f"{where}: {e}") from None
+
+
+# -------------------------------------------------------------------------------------------------------- storage
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def storage_url(storage: str | None, out: Path) -> str:
+    """The storage URL a ``--storage`` value means (None: SQLite in ``out``; ``journal:FILE`` or ``*.log``: an Optuna
+    journal file)."""
+    if storage is None:
+        return f"sqlite:///{(out / 'study.db').resolve()}"
+    if storage.startswith("journal:"):
+        return "journal:" + str(Path(storage[len("journal:") :]).expanduser().resolve())
+    if storage.endswith((".log", ".journal")) and "://" not in storage:
+        return "journal:" + str(Path(storage).expanduser().resolve())
+    if re.match(r"^(sqlite|postgresql|postgres|mysql)(\+\w+)?://", storage):
+        return storage
+    raise SweepError(
+        f"storage {storage!r} is not valid; expected sqlite:///FILE, postgresql://USER@HOST/DB, mysql://..., "
+        "or journal:FILE (an Optuna journal file on a shared file system)"
+    )
+
+
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed (SQLAlchemy's default differs between 2.0 and 2.1)."""
+    m = re.match(r"^postgres(ql)?://", url)
+    if not m:
+        return url
+    import importlib.util
+
+    for module, dialect in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{dialect}://" + url[m.end() :]
+    raise SweepError("no PostgreSQL driver is installed; pip install 'psycopg[binary]' (or use sqlite:///FILE)")
+
+
+def open_storage(url: str, heartbeat: int | None = HEARTBEAT_S, max_retry: int = 2):
+    """An Optuna storage for ``url`` (see :func:`storage_url`); RDB storages get heartbeats and the retry callback.
+
+    A server that cannot be reached is one line: ``cannot open storage postgresql://u:***@host/db: <reason>``.
+    """
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len("journal:") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except Exception as e:
+            raise SweepError(f"cannot open storage {url}: {_first_line(e)}") from None
+    engine_kwargs: dict[str, Any] = {}
+    real = _postgres_driver(url)
+    if real.startswith("sqlite"):
+        Path(real.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": 120}  # several worker processes write to one SQLite file
+    elif real.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+        engine_kwargs["pool_pre_ping"] = True
+    elif real.startswith("mysql"):
+        engine_kwargs["pool_pre_ping"] = True
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
+        retry = retry or optuna.storages.RetryFailedTrialCallback
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = retry(max_retry=max_retry)
+        kwargs = dict(heartbeat_interval=int(heartbeat), grace_period=int(2 * heartbeat))
+        kwargs["heartbeat_stale_trial_callback"] = callback
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(real, engine_kwargs=engine_kwargs, **kwargs)
+    except SandboxError:
+        raise
+    except Exception as e:
+        raise SweepError(f"cannot open storage {_redact(url)}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+# --------------------------------------------------------------------------------------------------------- options
+@dataclass
+class SweepOptions:
+    """What one sweep command asks for (``experiments/sweep.py``)."""
+
+    study: str  # study name or YAML path
+    trials: int = 8  # finished trials the study should hold (complete, pruned or failed by an error)
+    out: Path = Path("outputs/sweeps/study")
+    storage: str | None = None  # see storage_url
+    study_name: str | None = None  # name in the storage (default: the study's name)
+    seeds: int = 1  # runs per trial (seed, seed + 1, ...)
+    seed: int = 0
+    sampler: str | None = None  # tpe, grid, random (None: grid for finite spaces, else tpe)
+    pruner: str = "median"  # median, hyperband, none
+    heartbeat: int = HEARTBEAT_S  # seconds; a trial silent for 2 heartbeats is failed and retried
+    max_retry: int = 2
+    overrides: dict[str, Any] = field(default_factory=dict)  # RunConfig overrides from the command line
+    progress: bool = True
+    worker: str = ""  # worker tag in messages
+
+
+def settings_digest(spec: StudySpec, opts: SweepOptions) -> dict[str, Any]:
+    """What must not change between the commands that share a stored study."""
+    return {
+        "study_file_sha256": hashlib.sha256(spec.text.encode()).hexdigest()[:16],
+        "seeds": opts.seeds,
+        "seed": opts.seed,
+        "overrides": json.loads(json.dumps(opts.overrides, default=str)),
+    }
+
+
+def _sampler(name: str | None, spec: StudySpec, seed: int):
+    import optuna
+
+    name = name or ("grid" if spec.finite else "tpe")
+    if name == "grid":
+        if not spec.finite:
+            bad = next(p for p in spec.params if not p.finite)
+            raise SweepError(f"--sampler grid needs a finite space; parameter {bad.name!r} is a {bad.kind} range")
+        return name, optuna.samplers.TPESampler(seed=seed)  # grid points are enqueued; TPE never samples them
+    if name == "tpe":
+        return name, optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return name, optuna.samplers.RandomSampler(seed=seed)
+    raise SweepError(f"--sampler {name!r} is not valid; expected tpe, grid or random")
+
+
+def _pruner(name: str):
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise SweepError(f"--pruner {name!r} is not valid; expected median, hyperband or none")
+
+
+# ------------------------------------------------------------------------------------------------------- the study
+def prepare_study(spec: StudySpec, opts: SweepOptions):
+    """Create or load the study (checking it was made by the same definition and options) and enqueue the grid.
+
+    Returns ``(study, storage_url)``.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage_url(opts.storage, opts.out)
+    storage = open_storage(url, opts.heartbeat, opts.max_retry)
+    sampler_name, sampler = _sampler(opts.sampler, spec, opts.seed)
+    name = opts.study_name or spec.name
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=sampler,
+        pruner=_pruner(opts.pruner),
+        load_if_exists=True,
+    )
+    digest = settings_digest(spec, opts)
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", digest)
+        study.set_user_attr("study_file", str(spec.path))
+        study.set_user_attr("description", spec.description)
+    elif stored != digest:
+        changed = [k for k in digest if stored.get(k) != digest[k]]
+        raise SweepError(
+            f"study {name!r} in {_redact(url)} was made with other settings ({', '.join(changed)} differ); "
+            "use the same study file and options to resume it, or a new --study-name / --out"
+        )
+    if sampler_name == "grid":
+        enqueue_grid(study, spec, opts.trials)
+    return study, url
+
+
+def enqueue_grid(study, spec: StudySpec, trials: int) -> int:
+    """Enqueue the first ``trials`` grid points that the study does not hold yet; returns how many were added."""
+    import optuna
+
+    have = {
+        json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True, default=str)
+        for t in study.get_trials(deepcopy=False)
+    }
+    added = 0
+    for values in spec.grid()[:trials]:
+        if json.dumps(values, sort_keys=True, default=str) in have:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.enqueue_trial(values, user_attrs={"setting": spec.label(values)})
+        added += 1
+    return added
+
+
+def study_counts(study) -> dict[str, int]:
+    """Trials by state; ``done`` = complete + pruned + failed by an error (a failed worker's trial is retried)."""
+    counts = {"COMPLETE": 0, "PRUNED": 0, "RUNNING": 0, "WAITING": 0, "FAIL": 0, "error": 0, "surplus": 0}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        if t.state.name == "FAIL" and "error" in t.user_attrs:
+            counts["surplus" if t.user_attrs.get("surplus") else "error"] += 1
+    counts["done"] = counts["COMPLETE"] + counts["PRUNED"] + counts["error"]
+    return counts
+
+
+class _Surplus(Exception):
+    """Another worker took the last trial slot between our count and our ask."""
+
+
+def _first_eval_psnr(result: Any) -> tuple[str, float]:
+    first = next(iter(result.final))
+    return first, float(result.final[first]["psnr"])
+
+
+def make_objective(spec: StudySpec, opts: SweepOptions, train_fn: Callable | None = None) -> Callable:
+    """The objective: train ``opts.seeds`` runs of the trial's setting and return their mean PSNR."""
+    import optuna
+
+    from . import engine
+
+    train_fn = train_fn or engine.train
+    runs = (opts.out / "runs").resolve()
+    echo = print if opts.progress else (lambda _: None)
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            return run_trial(trial)
+        except (optuna.TrialPruned, _Surplus):
+            raise
+        except Exception as e:  # kept as the trial's "error": the study stays usable, the table says why
+            msg = str(e) if isinstance(e, SandboxError) else f"{type(e).__name__}: {e}"
+            trial.set_user_attr("error", (msg.strip().splitlines() or [type(e).__name__])[0][:500])
+            raise
+
+    def run_trial(trial: optuna.Trial) -> float:
+        study = trial.study
+        system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
+        if not system_attrs.get("fixed_params"):
+            c = study_counts(study)
+            if c["done"] + c["RUNNING"] - 1 + c["WAITING"] >= opts.trials:
+                trial.set_user_attr("surplus", True)
+                trial.set_user_attr("error", "surplus: another worker took the last trial")
+                raise _Surplus(f"surplus trial {trial.number}: the study already has {opts.trials} trials")
+        values = {p.name: p.suggest(trial) for p in spec.params}
+        label = spec.label(values)
+        trial.set_user_attr("setting", label)
+        trial.set_user_attr("host", socket.gethostname())
+        cfg = check_overrides(_merged(spec.overrides(values), opts.overrides), f"trial {trial.number} ({label})")
+        cfg = dataclasses.replace(cfg, out=str(runs))
+        cfg = engine.quick_eval_sets(cfg)
+        previous = list(trial.user_attrs.get("run_dirs", []))  # a retried trial carries the dead worker's runs
+        run_dirs: list[str] = []
+        results: list[dict[str, Any]] = []
+        retry_of = system_attrs.get("failed_trial")
+        if retry_of is not None:
+            print(
+                f"{opts.worker}trial {trial.number} retries trial {retry_of} ({label}), resuming its runs", flush=True
+            )
+        for s in range(opts.seeds):
+            seed = opts.seed + s
+            run_cfg = dataclasses.replace(cfg, seed=seed, name=f"trial{trial.number:04d}-seed{seed}")
+
+            def on_eval(step: int, metrics: dict, first: bool = s == 0) -> None:
+                if not first:
+                    return
+                trial.report(metrics["psnr"], step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {step} (validation {metrics['psnr']:.2f} dB)")
+
+            old = Path(previous[s]) if s < len(previous) else None
+            if old is not None and (old / "results.json").is_file():
+                res = json.loads((old / "results.json").read_text())
+                run_dirs.append(str(old))
+                results.append(_summary_from_json(res))
+                continue
+            if old is not None and (old / "checkpoints" / "last.pth").is_file():
+                run_dirs.append(str(old))
+                trial.set_user_attr("run_dirs", run_dirs)
+                result = train_fn(None, on_eval=on_eval, resume=old, progress=opts.progress, echo=echo)
+            else:
+                # the run directory is named before training so that a worker killed mid-run leaves its path behind
+                run_dir = runs / run_cfg.name
+                if run_dir.exists():  # a finished or crashed run of an older study in this folder: never overwrite
+                    run_cfg = dataclasses.replace(run_cfg, name=f"{run_cfg.name}-{int(time.time())}")
+                    run_dir = runs / run_cfg.name
+                run_dirs.append(str(run_dir))
+                trial.set_user_attr("run_dirs", run_dirs)
+                result = train_fn(run_cfg, on_eval=on_eval, progress=opts.progress, echo=echo)
+            results.append(_summary(result))
+        psnrs = [r["psnr"] for r in results]
+        first = results[0]
+        trial.set_user_attr("run_dirs", run_dirs)
+        trial.set_user_attr("eval_set", first["eval_set"])
+        trial.set_user_attr("psnr_seeds", psnrs)
+        trial.set_user_attr("ssim", statistics.fmean(r["ssim"] for r in results))
+        trial.set_user_attr("params", first["params"])
+        trial.set_user_attr("macs_per_mpx", first["macs_per_mpx"])
+        trial.set_user_attr("train_minutes", statistics.fmean(r["train_minutes"] for r in results))
+        trial.set_user_attr("iters", statistics.fmean(r["iters"] for r in results))
+        trial.set_user_attr("iters_per_sec", statistics.fmean(r["iters_per_sec"] for r in results))
+        return statistics.fmean(psnrs)
+
+    return objective
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(base))
+    _merge(out, json.loads(json.dumps(top, default=list)))
+    return out
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    eval_set, psnr = _first_eval_psnr(result)
+    wall = result.history[-1]["wall"] if result.history else 0.0
+    return {
+        "eval_set": eval_set,
+        "psnr": psnr,
+        "ssim": float(result.final[eval_set]["ssim"]),
+        "params": int(result.params),
+        "macs_per_mpx": int(result.macs_per_mpx),
+        "train_minutes": wall / 60.0,
+        "iters": int(result.step),
+        "iters_per_sec": float(result.train_iters_per_sec),
+    }
+
+
+def _summary_from_json(res: dict[str, Any]) -> dict[str, Any]:
+    final = res["final"]
+    eval_set = next(iter(final))
+    history = res.get("history") or []
+    return {
+        "eval_set": eval_set,
+        "psnr": float(final[eval_set]["psnr"]),
+        "ssim": float(final[eval_set]["ssim"]),
+        "params": int(res.get("params", 0)),
+        "macs_per_mpx": int(res.get("macs_per_mpx", 0)),
+        "train_minutes": (history[-1]["wall"] if history else 0.0) / 60.0,
+        "iters": int(res.get("step", 0)),
+        "iters_per_sec": float(res.get("train_iters_per_sec", 0.0)),
+    }
+
+
+def run_worker(spec: StudySpec, opts: SweepOptions, train_fn: Callable | None = None) -> dict[str, int]:
+    """Run trials until the study holds ``opts.trials`` finished ones; returns :func:`study_counts`.
+
+    Before each trial, trials whose worker died are failed and re-enqueued (RDB storages); while only such trials
+    keep the study from finishing, the worker waits for their heartbeat to go stale and then runs the retry.
+    """
+    import optuna
+
+    study, url = prepare_study(spec, opts)
+    objective = make_objective(spec, opts, train_fn)
+    heartbeat = bool(opts.heartbeat) and not url.startswith("journal:")  # Optuna's journal has no heartbeats
+    echo = print
+    waited = False
+    finished: list = []
+    while True:
+        if heartbeat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        c = study_counts(study)
+        if c["WAITING"] > 0 or c["done"] + c["RUNNING"] < opts.trials:
+            waited = False
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(
+                    objective,
+                    n_trials=1,
+                    catch=(Exception,),
+                    callbacks=[lambda s, t: finished.append(t)],
+                )
+            if finished:
+                _echo_trial(study, finished.pop(), echo, opts.worker)
+            continue
+        if heartbeat and c["RUNNING"] > 0 and c["done"] < opts.trials:
+            if not waited:
+                echo(
+                    f"{opts.worker}waiting for {c['RUNNING']} running trial(s) of other workers (a dead worker's "
+                    f"trial is retried {2 * opts.heartbeat} s after its last heartbeat)"
+                )
+                waited = True
+            time.sleep(max(1.0, opts.heartbeat / 2))
+            continue
+        return c
+
+
+def _echo_trial(study, t, echo: Callable[[str], None], worker: str) -> None:
+    """One line per finished trial."""
+    t = study._storage.get_trial(t._trial_id)  # with the attributes set by the callbacks
+    label = t.user_attrs.get("setting", t.params)
+    if t.state.name == "COMPLETE":
+        seeds = t.user_attrs.get("psnr_seeds", [])
+        over = f" (mean of {len(seeds)} seeds)" if len(seeds) > 1 else ""
+        echo(f"{worker}trial {t.number} [{label}]: {t.value:.3f} dB on {t.user_attrs.get('eval_set', '?')}{over}")
+    elif t.state.name == "PRUNED":
+        last = max(t.intermediate_values) if t.intermediate_values else 0
+        echo(f"{worker}trial {t.number} [{label}]: pruned at step {last}")
+    elif not t.user_attrs.get("surplus"):
+        echo(f"{worker}trial {t.number} [{label}] failed: {t.user_attrs.get('error', 'failed')}")
+
+
+# --------------------------------------------------------------------------------------------------------- reports
+def _std(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def ablation_rows(study, spec: StudySpec) -> list[dict[str, Any]]:
+    """One row per setting (its trials pooled): mean/std PSNR over all their seeds, params, time; file order for
+    finite spaces, best first otherwise."""
+    groups: dict[str, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus") or t.state.name in ("WAITING", "RUNNING"):
+            continue
+        if t.state.name == "FAIL" and "error" not in t.user_attrs:
+            continue  # a dead worker's trial: its retry is the row
+        groups.setdefault(t.user_attrs.get("setting") or spec.label(t.params), []).append(t)
+    rows = []
+    for label, trials in groups.items():
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        psnrs = [p for t in done for p in t.user_attrs.get("psnr_seeds", [t.value])]
+        pruned = [t for t in trials if t.state.name == "PRUNED"]
+        failed = [t for t in trials if t.state.name == "FAIL"]
+        rows.append(
+            {
+                "setting": label,
+                "psnr": statistics.fmean(psnrs) if psnrs else math.nan,
+                "std": _std(psnrs),
+                "runs": len(psnrs),
+                "ssim": statistics.fmean(t.user_attrs["ssim"] for t in done) if done else math.nan,
+                "params": done[0].user_attrs.get("params", 0) if done else 0,
+                "train_minutes": statistics.fmean(t.user_attrs.get("train_minutes", 0.0) for t in done) if done else 0,
+                "iters": statistics.fmean(t.user_attrs.get("iters", 0) for t in done) if done else 0,
+                "pruned": len(pruned),
+                "failed": len(failed),
+                "error": failed[0].user_attrs.get("error", "") if failed else "",
+                "eval_set": done[0].user_attrs.get("eval_set", "") if done else "",
+            }
+        )
+    if spec.finite:
+        order = {spec.label(v): i for i, v in enumerate(spec.grid())}
+        rows.sort(key=lambda r: order.get(r["setting"], len(order)))
+    else:
+        rows.sort(key=lambda r: -r["psnr"] if not math.isnan(r["psnr"]) else math.inf)
+    return rows
+
+
+def ablation_markdown(study, spec: StudySpec, storage: str) -> str:
+    from .cli import markdown_table
+    from .complexity import human
+
+    rows = ablation_rows(study, spec)
+    eval_set = next((r["eval_set"] for r in rows if r["eval_set"]), "validation")
+    best = max((r["psnr"] for r in rows if not math.isnan(r["psnr"])), default=math.nan)
+    table = []
+    for r in rows:
+        if r["runs"]:
+            psnr = f"{r['psnr']:.3f} ± {r['std']:.3f}" if r["runs"] > 1 else f"{r['psnr']:.3f}"
+            if r["psnr"] == best:
+                psnr = f"**{psnr}**"
+        else:
+            psnr = "pruned" if r["pruned"] else f"failed: {r['error']}"
+        table.append(
+            [
+                r["setting"],
+                psnr,
+                r["runs"],
+                f"{r['ssim']:.4f}" if r["runs"] else "",
+                human(r["params"]) if r["params"] else "",
+                f"{r['iters']:.0f}" if r["runs"] else "",
+                f"{r['train_minutes']:.1f}" if r["runs"] else "",
+                r["pruned"] + r["failed"] if (r["pruned"] or r["failed"]) else "",
+            ]
+        )
+    c = study_counts(study)
+    head = [
+        f"# Study `{study.study_name}`",
+        "",
+        spec.description.strip(),
+        "",
+        f"PSNR (dB) on {eval_set}: mean ± sample std over the runs (seeds) of each setting; params of the network; "
+        "iterations and training minutes per run. Storage: " + _redact(storage) + ".",
+        f"Trials: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['error']} failed with an error, "
+        f"{c['RUNNING']} running, {c['WAITING']} waiting.",
+        "",
+    ]
+    header = ["setting", f"PSNR {eval_set}", "runs", "SSIM", "params", "iters", "train min", "pruned/failed"]
+    return "\n".join(head) + markdown_table(header, table, "lrrrrrrr") + "\n"
+
+
+def trials_csv(study) -> str:
+    keys: list[str] = []
+    for t in study.get_trials(deepcopy=False):
+        for k in list(t.params) + [f"attr_{a}" for a in t.user_attrs]:
+            if k not in keys:
+                keys.append(k)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["number", "state", "value", "duration_s", *keys])
+    for t in study.get_trials(deepcopy=False):
+        dur = t.duration.total_seconds() if t.duration else ""
+        cells = []
+        for k in keys:
+            v = t.user_attrs.get(k[5:]) if k.startswith("attr_") else t.params.get(k)
+            cells.append(json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v))
+        w.writerow([t.number, t.state.name, "" if t.value is None else f"{t.value:.4f}", dur, *cells])
+    return buf.getvalue()
+
+
+def dashboard_command(url: str) -> str:
+    target = url[len("journal:") :] if url.startswith("journal:") else _redact(url)
+    return f"pip install optuna-dashboard && optuna-dashboard {target}"
+
+
+def write_reports(study, spec: StudySpec, out: Path, storage: str) -> dict[str, Path]:
+    """trials.csv, ablation.md, history/importance plots (PNG and HTML); returns the paths written."""
+    import optuna
+
+    from .evaluate import write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "trials.csv", "table": out / "ablation.md"}
+    write_text_atomic(paths["csv"], trials_csv(study))
+    write_text_atomic(paths["table"], ablation_markdown(study, spec, storage))
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    plots = {"history": "plot_optimization_history"}
+    varying = [p.name for p in spec.params if len({json.dumps(t.params.get(p.name)) for t in complete}) > 1]
+    if len(complete) >= 2 and varying:
+        plots["importance"] = "plot_param_importances"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for key, fn in plots.items():
+            if not complete:
+                break
+            try:
+                ax = getattr(optuna.visualization.matplotlib, fn)(study)
+                fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                fig.set_size_inches(8, 5)
+                fig.tight_layout()
+                png = out / f"{key}.png"
+                tmp = png.with_suffix(".tmp.png")
+                fig.savefig(tmp, dpi=110)
+                os.replace(tmp, png)
+                plt.close(fig)
+                paths[f"{key}_png"] = png
+                html = out / f"{key}.html"
+                getattr(optuna.visualization, fn)(study).write_html(str(html), include_plotlyjs="directory")
+                paths[f"{key}_html"] = html
+            except ImportError:
+                continue  # plotly absent: PNG only
+    return paths
