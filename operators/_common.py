@@ -50,6 +50,42 @@ class SizeCache:
         self.__init__(state["maxsize"])
 
 
+class InferenceCache:
+    """Tensors computed from a module's parameters and the input size only (e.g. a Hyena kernel), reused in inference.
+
+    ``get(module, key, factory)`` calls ``factory()`` while the module trains or gradients are on, so autograd sees
+    the parameters. In inference (eval mode and no gradients) it keeps the result per ``key`` (include the size and
+    device) and drops everything as soon as a parameter of ``module`` changes: an optimizer step or
+    ``load_state_dict`` (in-place, new version) or ``.to()`` (new storage). Like :class:`SizeCache` it is a plain
+    attribute: never in the state_dict, empty in copies.
+    """
+
+    def __init__(self, maxsize: int = 4) -> None:
+        self._cache = SizeCache(maxsize)
+        self._state: tuple = ()
+
+    def get(self, module: nn.Module, key: Hashable, factory: Callable[[], Tensor]) -> Tensor:
+        if module.training or torch.is_grad_enabled():
+            return factory()
+        state = tuple((p.data_ptr(), p._version) for p in module.parameters())
+        if state != self._state:
+            self._cache.clear()
+            self._state = state
+        return self._cache.get(key, factory)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __deepcopy__(self, memo) -> "InferenceCache":
+        return InferenceCache(self._cache.maxsize)
+
+    def __getstate__(self):
+        return {"maxsize": self._cache.maxsize}
+
+    def __setstate__(self, state) -> None:
+        self.__init__(state["maxsize"])
+
+
 def fp32(x: Tensor) -> torch.autocast:
     """Context manager that turns autocast off on ``x``'s device; pair it with ``x.float()`` for DCT, FFT and exp."""
     device_type = x.device.type if x.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"

@@ -124,6 +124,34 @@ def heat_conduction(x: Tensor, decay: Tensor, path: str = "auto") -> Tensor:
     return idct2(dct2(x, path) * decay, path)
 
 
+def bicubic_matrix(n_in: int, n_out: int, device: torch.device | str = "cpu") -> Tensor:
+    """(n_out, n_in) fp32 matrix A with ``A @ v`` = ``F.interpolate`` bicubic (align_corners=False) of v along one axis.
+
+    Bicubic resizing is separable, so ``A_h @ X @ A_w.T`` equals ``F.interpolate(X, (h, w), mode="bicubic",
+    align_corners=False)`` up to rounding (same clamped borders; each row of A sums to 1). Cached per (n_in, n_out,
+    device): two small matmuls replace the interpolation kernel, whose backward is slow on CPU.
+    """
+
+    def make() -> Tensor:
+        eye = torch.eye(n_in, dtype=torch.float64)[:, None, None, :]  # n_in unit impulses, each a 1 x n_in image
+        rows = F.interpolate(eye, size=(1, n_out), mode="bicubic", align_corners=False)  # (n_in, 1, 1, n_out)
+        return rows[:, 0, 0, :].t().contiguous().to(device=device, dtype=torch.float32)  # (n_out, n_in)
+
+    return _BASES.get(("bicubic", n_in, n_out, str(device)), make)
+
+
+def resample_bicubic(x: Tensor, h: int, w: int) -> Tensor:
+    """Bicubic resize of the last two dims, (..., h0, w0) -> (..., h, w), in fp32 as matrix products (see
+    :func:`bicubic_matrix`); an axis whose size already matches is left alone."""
+    h0, w0 = x.shape[-2:]
+    x = x.float()
+    if h0 != h:
+        x = bicubic_matrix(h0, h, x.device) @ x  # (..., h, w0)
+    if w0 != w:
+        x = x @ bicubic_matrix(w0, w, x.device).T  # (..., h, w)
+    return x
+
+
 def resample_freq_embed(embed: Tensor, h: int, w: int) -> Tensor:
     """Resample a frequency value embedding (h0, w0, C) to (h, w, C): fp32 bicubic, index-proportional, dtype kept.
 
@@ -131,9 +159,8 @@ def resample_freq_embed(embed: Tensor, h: int, w: int) -> Tensor:
     """
     if embed.shape[:2] == (h, w):
         return embed
-    e = embed.float().permute(2, 0, 1)[None]  # (1, C, h0, w0)
-    e = F.interpolate(e, size=(h, w), mode="bicubic", align_corners=False)
-    return e[0].permute(1, 2, 0).to(embed.dtype)  # (h, w, C)
+    e = resample_bicubic(embed.permute(2, 0, 1), h, w)  # (C, h, w)
+    return e.permute(1, 2, 0).to(embed.dtype)  # (h, w, C)
 
 
 class FrequencyEmbedding(nn.Module):
@@ -236,26 +263,33 @@ class HeatConduction(nn.Module):
         # plain attribute, not a submodule: the stage owns the parameter, so it appears once in the state_dict
         self.__dict__["_shared_embed"] = embed
 
-    def _embedding(self, h: int, w: int) -> Tensor:
+    def _embedding(self) -> FrequencyEmbedding:
         if self.k_mode == "predicted":
-            return self.freq_embed(h, w)
+            return self.freq_embed
         embed = self.__dict__.get("_shared_embed")
         if embed is None:
             raise SandboxError(
                 "hco(k_mode='predicted_shared') has no frequency embedding bound; the enclosing network must call "
                 "operators.hco.share_frequency_embedding(stage), or use k_mode='predicted' for a standalone layer"
             )
-        return embed(h, w)
+        return embed
 
     # ------------------------------------------------------------------------------------------------- forward
     def conductivity(self, h: int, w: int) -> Tensor:
-        """k on the (h, w) frequency grid: a scalar tensor (fixed, learnable) or (C, h, w) (predicted), fp32."""
+        """k on the (h, w) frequency grid: a scalar tensor (fixed, learnable) or (C, h, w) (predicted), fp32.
+
+        Predicted: k = ReLU(Linear(resample(FVE))), computed as ReLU(resample(Linear(FVE))). The two are equal up to
+        rounding (the Linear mixes channels, the bicubic resampling mixes positions with weights summing to 1), and
+        this order runs the Linear on the embedding's own grid (embed_size^2 points, not h * w) and resamples
+        straight into the (C, h, w) layout the decay needs.
+        """
         if self.k_mode == "fixed":
             return torch.tensor(self.k)
         if self.k_mode == "learnable":
             return F.softplus(self.k_raw.float())
-        fve = self._embedding(h, w).float()  # (h, w, C)
-        return self.to_k(fve).permute(2, 0, 1)  # (C, h, w)
+        linear, act = self.to_k
+        k = linear(self._embedding().weight.float())  # (h0, w0, C) on the embedding's grid
+        return act(resample_bicubic(k.permute(2, 0, 1), h, w))  # (C, h, w)
 
     def decay(self, h: int, w: int, device: torch.device) -> Tensor:
         """exp(-k (w_n^2 + w_m^2) t), shape (h, w) or (C, h, w), fp32.
@@ -320,11 +354,13 @@ __all__ = [
     "FFT_MIN_SIZE",
     "FrequencyEmbedding",
     "HeatConduction",
+    "bicubic_matrix",
     "cos_basis",
     "dct2",
     "heat_conduction",
     "idct2",
     "pick_path",
+    "resample_bicubic",
     "resample_freq_embed",
     "share_frequency_embedding",
 ]

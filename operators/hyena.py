@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from sandbox.errors import OptionError, check_int, check_positive, is_int
 from sandbox.registry import register_mixer
 
-from ._common import LayerNormCF, SizeCache, fp32, linear_cf
+from ._common import InferenceCache, LayerNormCF, SizeCache, fp32, linear_cf
 from ._fft import fftconv1d
 
 __all__ = ["Hyena1D", "HyenaMixer", "HyenaFilter", "Sin", "check_filter_size", "modulation_deltas", "sin_mlp"]
@@ -108,6 +108,7 @@ class HyenaFilter(nn.Module):
         self.implicit_filter = sin_mlp(emb_dim, filter_order, channels, num_inner_mlps, sin_freq)
         self.bias = nn.Parameter(torch.randn(channels))  # the skip term D
         self._cache = SizeCache()
+        self._inference = InferenceCache()  # filters per length in eval mode without gradients, see forward()
 
     def grid(self, length: int) -> tuple[int, int, int]:
         """(n grid points, first kept grid index, kept taps) for a sequence of ``length``."""
@@ -152,9 +153,12 @@ class HyenaFilter(nn.Module):
             return h.t() * window  # (C, taps)
 
     def forward(self, u: Tensor) -> Tensor:
+        """In inference (eval mode, no gradients) the filter is made once per length and reused until a parameter
+        changes, as it depends on nothing else."""
         with fp32(u):
             u = u.float()  # (B, C, L)
-            h = self.kernel(u.shape[-1], u.device)  # (C, taps)
+            length, device = u.shape[-1], u.device
+            h = self._inference.get(self, (length, str(device)), lambda: self.kernel(length, device))  # (C, taps)
             mode = "centred" if self.centred else "causal"
             return fftconv1d(u, h, mode) + u * self.bias.float()[:, None]  # (B, C, L)
 

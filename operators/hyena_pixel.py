@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from sandbox.errors import OptionError, check_int, check_positive
 from sandbox.registry import register_mixer
 
-from ._common import LayerNormCF, SizeCache, fp32, linear_cf
+from ._common import InferenceCache, LayerNormCF, SizeCache, fp32, linear_cf
 from ._fft import fftconv2d
 from .hyena import check_filter_size, modulation_deltas, sin_mlp
 
@@ -106,6 +106,7 @@ class HyenaPixelFilter(nn.Module):
             pe = self._features(r, r, torch.device("cpu"))  # (K * K, E), raster order over (dy, dx)
             self.z = nn.Parameter(pe.t().reshape(1, emb_dim, k, k).contiguous())  # (1, E, K, K)
         self._cache = SizeCache()
+        self._inference = InferenceCache()  # kernels per size in eval mode without gradients, see forward()
 
     def reach(self, height: int, width: int) -> tuple[int, int]:
         """Largest |dy|, |dx| of the kernel evaluated for an H x W input."""
@@ -153,9 +154,12 @@ class HyenaPixelFilter(nn.Module):
             return k * (decay + self.shift.float().view(-1, 1, 1))
 
     def forward(self, u: Tensor) -> Tensor:
+        """The kernel depends on the parameters and the size only: in inference (eval mode, no gradients) it is made
+        once per size and reused until a parameter changes (the MLP over every offset is then skipped)."""
         with fp32(u):
             u = u.float()  # (B, C, H, W)
-            k = self.kernel(u.shape[-2], u.shape[-1], u.device)  # (C, Ny, Nx)
+            h, w, device = u.shape[-2], u.shape[-1], u.device
+            k = self._inference.get(self, (h, w, str(device)), lambda: self.kernel(h, w, device))  # (C, Ny, Nx)
             return fftconv2d(u, k) + u * self.bias.float()  # (B, C, H, W)
 
 

@@ -191,3 +191,30 @@ def test_frequency_grid():
         and w2[1, 0] == pytest.approx((math.pi / 4) ** 2)
         and w2[0, 1] == pytest.approx((math.pi / 2) ** 2)
     )
+
+
+@pytest.mark.parametrize("size_in, size_out", [((16, 16), (37, 11)), ((8, 12), (8, 5)), ((32, 32), (256, 256))])
+def test_bicubic_matrices_equal_interpolate(size_in, size_out):
+    """The fast path of the predicted k: two cached matmuls give F.interpolate's bicubic resize (up, down, one axis)."""
+    from operators.hco import resample_bicubic
+
+    x = torch.randn(3, *size_in)
+    ref = torch.nn.functional.interpolate(x[None], size=size_out, mode="bicubic", align_corners=False)[0]
+    torch.testing.assert_close(resample_bicubic(x, *size_out), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_predicted_k_is_relu_of_linear_of_the_resampled_embedding():
+    """k computed as ReLU(resample(Linear(FVE))) equals vHeat's ReLU(Linear(resample(FVE))), value and gradient."""
+    torch.manual_seed(0)
+    m = build_mixer({"name": "hco", "embed_size": 16}, 8)
+    with torch.no_grad():
+        m.freq_embed.weight.normal_()
+    fve = m.freq_embed.weight.permute(2, 0, 1)[None]  # (1, C, 16, 16)
+    fve = torch.nn.functional.interpolate(fve, size=(37, 11), mode="bicubic", align_corners=False)[0]
+    ref = m.to_k(fve.permute(1, 2, 0)).permute(2, 0, 1)  # (C, 37, 11)
+    (ref_grad,) = torch.autograd.grad(ref.square().sum(), m.freq_embed.weight)
+    k = m.conductivity(37, 11)
+    assert (ref > 0).any() and (ref == 0).any()  # the ReLU is active somewhere and cuts somewhere
+    torch.testing.assert_close(k, ref, atol=1e-5, rtol=1e-5)
+    (grad,) = torch.autograd.grad(k.square().sum(), m.freq_embed.weight)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)

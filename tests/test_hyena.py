@@ -400,3 +400,32 @@ def test_hyena_pixel_learned_pos_conformance():
     results = run_conformance("hyena_pixel:filter_size=5,learned_pos=True")
     failed = {k: v for k, v in results.items() if v is not None}
     assert not failed, failed
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inference_reuses_the_kernel_until_a_parameter_changes(name):
+    """Eval mode without gradients caches the kernel per size (the fast path); the output never changes by it."""
+    torch.manual_seed(0)
+    m = build_mixer(name, 8).eval()
+    f = m.long_conv if name == "hyena_pixel" else m.filter_fn
+    x = _randn(2, 8, 6, 5)
+    with torch.no_grad():
+        y0 = m(x)
+        calls = []
+        real = f.kernel
+        f.kernel = lambda *a: calls.append(a) or real(*a)  # count kernel builds
+        torch.testing.assert_close(m(x), y0, rtol=0, atol=0)
+        torch.testing.assert_close(m(x), y0, rtol=0, atol=0)
+        assert calls == [], "the cached kernel is reused"
+        m(_randn(1, 8, 7, 5))  # another size: one build
+        assert len(calls) == 1
+        f.implicit_filter[0].weight.mul_(1.5)  # a parameter update (optimizer step, load_state_dict)
+        y1 = m(x)
+        assert len(calls) == 2 and not torch.allclose(y1, y0)
+    m.train()
+    with torch.no_grad():
+        m(x)
+    assert len(calls) == 3, "training mode builds the kernel every time"
+    y = m.eval()(x)  # eval with gradients on: built with autograd, so the filter parameters get gradients
+    y.square().mean().backward()
+    assert len(calls) == 4 and f.implicit_filter[0].weight.grad is not None
