@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-from sandbox.cli import add_plugin_arg, run_main  # noqa: E402
+from sandbox.cli import add_plugin_arg, run_main, split_specs  # noqa: E402
 
 STATE_VERSION = 1
 # flags that define the comparison; --resume takes them from OUT/state.json instead
@@ -102,28 +102,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------------ parsing
-def split_mixers(text: str) -> list[str]:
-    """Mixer specs from one ``--mixers`` value.
-
-    With a ``;`` anywhere the list is split on ``;`` only. Otherwise it is split on the commas that start a new spec:
-    not inside brackets and not followed by ``key=`` (which continues the options of the spec before):
-    ``"hco:k_mode=fixed,k=0.5,conv"`` -> ``["hco:k_mode=fixed,k=0.5", "conv"]``.
-    """
-    if ";" in text:
-        return [p.strip() for p in text.split(";") if p.strip()]
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth = max(0, depth - 1)
-        elif ch == "," and depth == 0 and not re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=", text[i + 1 :]):
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``--set key=value`` items as RunConfig overrides (:func:`sandbox.config.parse_set`; mixer, name and out are
     set by compare.py per run)."""
@@ -337,7 +315,7 @@ def main(argv=None) -> int:
         base = dataclasses.replace(base, plugins=plugins, device=args.device or base.device)
         specs = [m["spec"] for m in state["mixers"]]
     else:
-        specs = [s for item in args.mixers for s in split_mixers(item)] + [s.strip() for s in args.mixer if s.strip()]
+        specs = [s for item in args.mixers for s in split_specs(item)] + [s.strip() for s in args.mixer if s.strip()]
         base = base_config(args)
         state = None
         out = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -39,3 +40,24 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], alig
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join(sep) + "|"]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def split_specs(text: str) -> list[str]:
+    """Specs from one list value, as ``--mixers`` of compare.py and bench.py.
+
+    With a ``;`` anywhere the list is split on ``;`` only; otherwise on the commas that start a new spec (not inside
+    brackets, not followed by ``key=``): ``"hco:k_mode=fixed,k=0.5,conv"`` -> ``["hco:k_mode=fixed,k=0.5", "conv"]``.
+    """
+    if ";" in text:
+        return [p.strip() for p in text.split(";") if p.strip()]
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0 and not re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=", text[i + 1 :]):
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]

@@ -43,6 +43,10 @@ __all__ = [
     "plot_params",
     "crops_grid",
     "restored_crops",
+    "new_figure",
+    "save_figure",
+    "palette",
+    "write_text",
 ]
 
 RESULT_FIELDS = (
@@ -233,7 +237,7 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], base: str | os.PathL
     return markdown_table(header, body, align=align)
 
 
-def _write_text(path: Path, text: str) -> Path:
+def write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -243,7 +247,7 @@ def _write_text(path: Path, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """``obj`` as indented JSON at ``path``, atomically."""
-    return _write_text(Path(path), json.dumps(_plain(obj), indent=2, allow_nan=True) + "\n")
+    return write_text(Path(path), json.dumps(_plain(obj), indent=2, allow_nan=True) + "\n")
 
 
 def write_leaderboard(
@@ -267,14 +271,14 @@ def write_leaderboard(
             if isinstance(v, float) and not math.isnan(v):
                 out[k] = f"{v:.6g}" if k in ("macs_g_per_mpx", "train_it_per_s", "infer_ms_per_mpx") else f"{v:.6f}"
         writer.writerow(out)
-    csv_path = _write_text(out_dir / "leaderboard.csv", buf.getvalue())
+    csv_path = write_text(out_dir / "leaderboard.csv", buf.getvalue())
     parts = [f"# {title}" if title else "# Leaderboard", notes.strip(), leaderboard_markdown(rows, out_dir)]
-    md_path = _write_text(out_dir / "leaderboard.md", "\n\n".join(p for p in parts if p) + "\n")
+    md_path = write_text(out_dir / "leaderboard.md", "\n\n".join(p for p in parts if p) + "\n")
     return md_path, csv_path
 
 
 # ----------------------------------------------------------------------------------------------------------- plots
-def _figure(figsize: tuple[float, float]):
+def new_figure(figsize: tuple[float, float]):
     """A matplotlib Figure drawn by the Agg canvas (no pyplot, no global backend state)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -286,7 +290,7 @@ def _figure(figsize: tuple[float, float]):
     return fig
 
 
-def _save(fig, path: Path, dpi: int = 130) -> Path:
+def save_figure(fig, path: Path, dpi: int = 130) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, format="png", dpi=dpi)
@@ -294,7 +298,7 @@ def _save(fig, path: Path, dpi: int = 130) -> Path:
     return path
 
 
-def _colors(n: int) -> list[Any]:
+def palette(n: int) -> list[Any]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
@@ -307,7 +311,7 @@ def plot_curves(results: Sequence[Any], out_dir: str | os.PathLike) -> list[Path
     One line per result, from its ``history`` (points with ``step``, ``wall`` in seconds, ``psnr``).
     """
     records = _records(results)
-    colors = _colors(len(records))
+    colors = palette(len(records))
     longest = max((_num(p.get("wall")) for r in records for p in r["history"]), default=0.0)
     minutes = not math.isnan(longest) and longest > 120
     paths = []
@@ -315,7 +319,7 @@ def plot_curves(results: Sequence[Any], out_dir: str | os.PathLike) -> list[Path
         ("psnr_vs_time.png", "wall", "training time (min)" if minutes else "training time (s)"),
         ("psnr_vs_iters.png", "step", "iterations"),
     ):
-        fig = _figure((7.0, 4.5))
+        fig = new_figure((7.0, 4.5))
         ax = fig.add_subplot()
         for r, color in zip(records, colors):
             points = [(_num(p.get(key)), _num(p.get("psnr"))) for p in r["history"]]
@@ -332,7 +336,7 @@ def plot_curves(results: Sequence[Any], out_dir: str | os.PathLike) -> list[Path
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
-        paths.append(_save(fig, Path(out_dir) / name))
+        paths.append(save_figure(fig, Path(out_dir) / name))
     return paths
 
 
@@ -340,8 +344,8 @@ def plot_params(results: Sequence[Any], out_dir: str | os.PathLike) -> Path:
     """``psnr_vs_params.png``: final PSNR on the first evaluation set against parameters (log x, labelled points)."""
     records = _records(results)
     sets = _eval_sets(records)
-    colors = _colors(len(records))
-    fig = _figure((7.0, 4.5))
+    colors = palette(len(records))
+    fig = new_figure((7.0, 4.5))
     ax = fig.add_subplot()
     for r, color in zip(records, colors):
         params = _num(r.get("params"))
@@ -364,7 +368,7 @@ def plot_params(results: Sequence[Any], out_dir: str | os.PathLike) -> Path:
     ax.set_title("final PSNR against parameters")
     ax.grid(True, which="both", alpha=0.3)
     ax.margins(x=0.15, y=0.15)
-    return _save(fig, Path(out_dir) / "psnr_vs_params.png")
+    return save_figure(fig, Path(out_dir) / "psnr_vs_params.png")
 
 
 def crops_grid(images: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str = "") -> Path:
@@ -372,7 +376,7 @@ def crops_grid(images: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike
     if not images:
         raise SandboxError("crops_grid needs at least one (label, image) pair")
     n = len(images)
-    fig = _figure((2.4 * n, 2.9 if title else 2.7))
+    fig = new_figure((2.4 * n, 2.9 if title else 2.7))
     for i, (label, img) in enumerate(images):
         img = np.asarray(img)
         if img.dtype != np.uint8:
@@ -387,7 +391,7 @@ def crops_grid(images: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, Path(path), dpi=150)
+    return save_figure(fig, Path(path), dpi=150)
 
 
 # --------------------------------------------------------------------------------------------------- crops

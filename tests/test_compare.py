@@ -330,10 +330,10 @@ def test_diverged_mixer_is_reported_and_the_others_still_run(tmp_path, fake_engi
 
 
 def test_split_mixers_and_parse_set():
-    assert compare.split_mixers("hco,attention_window, conv") == ["hco", "attention_window", "conv"]
-    assert compare.split_mixers("hco:k_mode=fixed,k=0.5,conv") == ["hco:k_mode=fixed,k=0.5", "conv"]
-    assert compare.split_mixers("mpfb:sizes=[3,5],conv:kernel_size=5") == ["mpfb:sizes=[3,5]", "conv:kernel_size=5"]
-    assert compare.split_mixers("hco;conv:kernel_size=5,bias=False;") == ["hco", "conv:kernel_size=5,bias=False"]
+    assert compare.split_specs("hco,attention_window, conv") == ["hco", "attention_window", "conv"]
+    assert compare.split_specs("hco:k_mode=fixed,k=0.5,conv") == ["hco:k_mode=fixed,k=0.5", "conv"]
+    assert compare.split_specs("mpfb:sizes=[3,5],conv:kernel_size=5") == ["mpfb:sizes=[3,5]", "conv:kernel_size=5"]
+    assert compare.split_specs("hco;conv:kernel_size=5,bias=False;") == ["hco", "conv:kernel_size=5,bias=False"]
     assert compare.parse_set(["lr=1e-3", "eval_sets=Set12,BSD68", "arch_options.embed_dim=32"]) == {
         "lr": 1e-3,
         "eval_sets": ("Set12", "BSD68"),
