@@ -75,6 +75,8 @@ class IRConfig:
     patch_norm: bool = True  # LayerNorm after conv_first (SwinIR's patch_embed.norm)
     resi_connection: str = "1conv"  # group closing conv: "1conv" (3x3) or "3conv" (SwinIR's light variant)
     pad_multiple: int | None = None  # reflect-pad H, W to this multiple; None: what the mixers ask for
+    pixel_unshuffle: int = 1  # s > 1: the body runs at 1/s resolution on s*s times the channels (FFDNet's reversible
+    # downsampling): s*s fewer tokens per mixer; 1: full resolution, as SwinIR
     tile: int | None = None  # eval-mode forward runs tile x tile crops with blended overlaps (None: whole image)
     tile_overlap: int = 32  # overlap of neighbouring tiles in pixels
 
@@ -215,7 +217,9 @@ class RestorationNet(nn.Module):
         self.mean = DIV2K_MEAN if cfg.in_chans == 3 else (0.0,) * cfg.in_chans  # plain tuple: not state
         dim = cfg.embed_dim
 
-        self.conv_first = nn.Conv2d(cfg.in_chans, dim, 3, padding=1)
+        check_int("pixel_unshuffle", cfg.pixel_unshuffle)
+        self.unshuffle = s = int(cfg.pixel_unshuffle)
+        self.conv_first = nn.Conv2d(cfg.in_chans * s * s, dim, 3, padding=1)
         self.patch_embed = nn.Module()
         self.patch_embed.norm = LayerNormCF(dim) if cfg.patch_norm else nn.Identity()
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
@@ -234,9 +238,9 @@ class RestorationNet(nn.Module):
         self.layers = nn.ModuleList(groups)
         self.norm = LayerNormCF(dim)
         self.conv_after_body = nn.Conv2d(dim, dim, 3, padding=1)
-        self.conv_last = nn.Conv2d(dim, cfg.in_chans, 3, padding=1)
+        self.conv_last = nn.Conv2d(dim, cfg.in_chans * s * s, 3, padding=1)
 
-        self.pad_multiple = _lcm([int(m) for m in multiples])
+        self.pad_multiple = s * _lcm([int(m) for m in multiples])  # the mixers' multiples hold in the body
         self.apply(_init_weights)
 
     def blocks(self) -> Iterator[MixerBlock]:
@@ -265,9 +269,11 @@ class RestorationNet(nn.Module):
         x = _reflect_pad(x, self.pad_multiple)  # (B, C_in, Hp, Wp)
         mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
         x = (x - mean) * self.img_range
-        first = self.conv_first(x)  # (B, C, Hp, Wp)
+        s = self.unshuffle
+        first = self.conv_first(F.pixel_unshuffle(x, s) if s > 1 else x)  # (B, C, Hp / s, Wp / s)
         res = self.conv_after_body(self.forward_features(first)) + first
-        x = x + self.conv_last(res)  # global residual on the normalised input
+        out = self.conv_last(res)  # (B, C_in * s * s, Hp / s, Wp / s)
+        x = x + (F.pixel_shuffle(out, s) if s > 1 else out)  # global residual on the normalised input
         return (x / self.img_range + mean)[..., :h, :w]
 
     def checkpoint_filter_fn(self, state: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:

@@ -501,6 +501,28 @@ class _Events:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def rewind(self, step: int) -> int:
+        """Drop the events logged after iteration ``step`` (a resumed run continues from its checkpoint at ``step``:
+        what a killed process logged past it belongs to a timeline that no longer exists); returns how many."""
+        if not self.path.is_file():
+            return 0
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        keep = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the kill
+                continue
+            if record.get("event") in ("train", "val", "stop") and record.get("step", 0) > step:
+                continue
+            keep.append(line)
+        dropped = len(lines) - len(keep)
+        if dropped:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+            os.replace(tmp, self.path)
+        return dropped
+
     def __call__(self, event: str, **fields: Any) -> None:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         with open(self.path, "a", encoding="utf-8") as f:
@@ -827,7 +849,8 @@ def train(
     if resume is None:
         events("start", config=config_dict(config), params=params, device=str(device), data=data_desc)
     else:
-        events("resume", step=step, changes=changes, device=str(device))
+        dropped = events.rewind(step)
+        events("resume", step=step, changes=changes, device=str(device), dropped_events=dropped)
 
     def validate_and_report() -> dict[str, float]:
         """Validation at ``step``: history, best.pth, last.pth, then on_eval."""

@@ -231,6 +231,29 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     events = [json.loads(line)["event"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "resume" in events and events[-1] == "final"
 
+    def timeline(name):  # train/val events without times: the killed-and-resumed log equals the uninterrupted one
+        lines = (out / name / "metrics.jsonl").read_text().splitlines()
+        keep = ("step", "loss", "lr", "psnr", "ssim")
+        return [{k: e[k] for k in keep if k in e} for e in map(json.loads, lines) if e["event"] in ("train", "val")]
+
+    assert timeline("a") == timeline("b")
+
+
+def test_resume_rewinds_the_log_to_the_checkpoint(tmp_path):
+    from sandbox.engine import _Events
+
+    events = _Events(tmp_path / "metrics.jsonl")
+    events("start", config={})
+    for step in (4, 8, 12):
+        events("train", step=step, loss=1.0)
+        events("val", step=step, psnr=20.0)
+    with open(events.path, "a") as f:
+        f.write('{"event": "train", "st')  # a line cut by the kill
+    assert events.rewind(8) == 3
+    kept = [(e["event"], e.get("step")) for e in map(json.loads, events.path.read_text().splitlines())]
+    assert kept == [("start", None), ("train", 4), ("val", 4), ("train", 8), ("val", 8)]
+    assert events.rewind(8) == 0
+
 
 def test_resume_may_extend_iters(tmp_path):
     first = train(tiny(tmp_path, iters=4, eval_every=0, save_every=0), progress=False)

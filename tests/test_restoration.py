@@ -273,3 +273,25 @@ def test_compat_shim_is_needed_and_sufficient():
 
 def test_restoration_net_class_is_one_for_all():
     assert {type(build_arch(n, preset="tiny")) for n in RESTORATION} == {RestorationNet}
+
+
+@pytest.mark.parametrize("mixer", ["conv", "attention_window", "hco"])
+def test_pixel_unshuffle_runs_the_body_at_lower_resolution(mixer):
+    torch.manual_seed(0)
+    net = build_arch("ir", in_chans=1, mixer=mixer, embed_dim=16, depths=(1,), pixel_unshuffle=2).eval()
+    full = build_arch("ir", in_chans=1, mixer=mixer, embed_dim=16, depths=(1,)).eval()
+    assert net.pad_multiple == 2 * full.pad_multiple  # the mixers' own multiples hold in the half-size body
+    assert net.conv_first.in_channels == 4 and net.conv_last.out_channels == 4
+    seen = []
+    net.layers[0].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    x = torch.rand(2, 1, 37, 29)
+    y = net(x)
+    assert y.shape == x.shape
+    assert seen[0][-2] == -(-37 // net.pad_multiple) * net.pad_multiple // 2  # tokens: (H / 2) x (W / 2)
+    # the shuffle pair is exact: with the body's output zeroed the network is the identity
+    with torch.no_grad():
+        net.conv_last.weight.zero_()
+        net.conv_last.bias.zero_()
+    assert torch.allclose(net(x), x, atol=1e-6)
+    with pytest.raises(SandboxError, match="pixel_unshuffle=0 is not valid"):
+        build_arch("ir", in_chans=1, mixer="conv", embed_dim=8, depths=(1,), pixel_unshuffle=0)
