@@ -69,7 +69,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from sandbox.cli import add_plugin_arg, markdown_table, run_main, split_specs  # noqa: E402
+from sandbox.cli import add_plugin_arg, markdown_table, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.errors import OptionError  # noqa: E402
 
 MIN_SAMPLE_SECONDS = 0.01  # a timing sample repeats the call until it lasts this long (then reports per call)
@@ -355,12 +355,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 
 def _default_out(kind: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = ROOT / "outputs" / "bench" / f"{kind}_{stamp}"
-    out, i = base, 2
-    while out.exists():
-        out, i = base.with_name(f"{base.name}_{i}"), i + 1
-    return out
+    return stamped_dir(ROOT / "outputs" / "bench", kind)
 
 
 def _check_out(out: str | None, kind: str) -> Path:

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-from sandbox.cli import add_plugin_arg, run_main, split_specs  # noqa: E402
+from sandbox.cli import add_plugin_arg, run_main, split_specs, stamped_dir  # noqa: E402
 
 STATE_VERSION = 1
 # flags that define the comparison; --resume takes them from OUT/state.json instead
@@ -243,12 +243,7 @@ def _load_state(out: Path) -> dict:
 
 
 def _default_out(task) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = ROOT / "outputs" / "compare" / f"{task.name}_{stamp}"
-    out, i = base, 2
-    while out.exists():
-        out, i = base.with_name(f"{base.name}_{i}"), i + 1
-    return out
+    return stamped_dir(ROOT / "outputs" / "compare", task.name)
 
 
 def _resumable(run_dir: Path) -> bool:

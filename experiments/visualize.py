@@ -33,7 +33,6 @@ import argparse
 import math
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from sandbox.cli import add_plugin_arg, markdown_table, run_main  # noqa: E402
+from sandbox.cli import add_plugin_arg, markdown_table, run_main, stamped_dir  # noqa: E402
 from sandbox.errors import OptionError, SandboxError  # noqa: E402
 
 ERF_MASS = (0.2, 0.3, 0.5, 0.99)  # high-contribution area ratios reported (RepLKNet's thresholds and 99%)
@@ -118,14 +117,7 @@ def _slug(text: str) -> str:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    if args.out:
-        return Path(args.out)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = ROOT / "outputs" / "visualize" / f"{args.kind}_{stamp}"
-    out, i = base, 2
-    while out.exists():
-        out, i = base.with_name(f"{base.name}_{i}"), i + 1
-    return out
+    return Path(args.out) if args.out else stamped_dir(ROOT / "outputs" / "visualize", args.kind)
 
 
 def _stage_of(name: str) -> str:

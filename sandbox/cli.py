@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import SandboxError
@@ -61,3 +63,13 @@ def split_specs(text: str) -> list[str]:
             start = i + 1
     parts.append(text[start:])
     return [p.strip() for p in parts if p.strip()]
+
+
+def stamped_dir(parent: str | Path, name: str) -> Path:
+    """``parent/<name>_<YYYYmmdd-HHMMSS>`` that does not exist yet (``_2``, ``_3``, ... appended when taken); not
+    created."""
+    base = Path(parent) / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    out, i = base, 2
+    while out.exists():
+        out, i = base.with_name(f"{base.name}_{i}"), i + 1
+    return out

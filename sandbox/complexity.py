@@ -43,7 +43,8 @@ def count_macs(
 
     With ``warm`` (default) one uncounted forward runs first, so work that depends on the parameters only and is
     cached in inference (HCO's k = ReLU(Linear(FVE)) and its decay, which vHeat's ``infer_mode`` precomputes the same
-    way) is not counted, as in the published numbers; ``warm=False`` counts a cold first pass.
+    way, and the Hyena/HyenaPixel implicit kernels) is not counted; ``warm=False`` counts a cold first pass, as the
+    published HyenaPixel counts do (its official code generates the filter in every forward).
     """
     was_training = model.training
     model.eval()
