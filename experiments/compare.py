@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-from sandbox.cli import add_plugin_arg, run_main, split_specs, stamped_dir  # noqa: E402
+from sandbox.cli import add_plugin_arg, add_run_flags, run_main, split_specs, stamped_dir  # noqa: E402
 
 STATE_VERSION = 1
 # flags that define the comparison; --resume takes them from OUT/state.json instead
@@ -83,16 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--iters", type=int, default=None, help="training iterations (RunConfig default 2000)")
     train.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per mixer")
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    train.add_argument("--eval-sets", default=None, help="comma-separated evaluation sets (default: the task's)")
-    train.add_argument("--data-root", default=None, help="data folder (default $SANDBOX_DATA; none: embedded images)")
-    train.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
-    train.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="RunConfig override for every run (lr=1e-3, batch_size=4, arch_options.embed_dim=32); repeatable",
-    )
+    add_run_flags(train)
     add_plugin_arg(ap)
     ap.add_argument("--out", default=None, help="output folder (default outputs/compare/<task>_<timestamp>)")
     ap.add_argument("--resume", default=None, metavar="OUT_DIR", help="continue an unfinished comparison")

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-from sandbox.cli import add_plugin_arg, run_main  # noqa: E402
+from sandbox.cli import add_plugin_arg, add_run_flags, run_main  # noqa: E402
 
 STUDY_DIR = ROOT / "experiments" / "sweeps"
 
@@ -67,16 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="seconds between heartbeats of a running trial; a trial silent for twice this is retried (default 60)",
     )
     ap.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died (default 2)")
-    ap.add_argument("--eval-sets", default=None, help="evaluation sets of every run (default: the task's first)")
-    ap.add_argument("--data-root", default=None, help="data folder (default $SANDBOX_DATA; none: embedded images)")
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="RunConfig override for every trial (lr=1e-3, arch_options.embed_dim=32); repeatable",
-    )
+    add_run_flags(ap, "trial", "the task's first benchmark")
     add_plugin_arg(ap)
     ap.add_argument("--out", default=None, help="output folder (default outputs/sweeps/<study name>)")
     ap.add_argument("--report", action="store_true", help="only write the tables and plots of the stored study")

@@ -35,6 +35,20 @@ def add_plugin_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_flags(parser, each: str = "run", eval_default: str = "the task's benchmarks") -> None:
+    """The flags every multi-run command shares (compare.py, sweep.py): --eval-sets, --data-root, --device, --set."""
+    parser.add_argument("--eval-sets", default=None, help=f"comma-separated evaluation sets (default: {eval_default})")
+    parser.add_argument("--data-root", default=None, help="data folder (default $SANDBOX_DATA; none: embedded images)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"RunConfig override for every {each} (lr=1e-3, arch_options.embed_dim=32); repeatable",
+    )
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
     """A Markdown table; ``align`` has one of 'l'/'r' per column (default: left)."""
     align = align or "l" * len(header)
