@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
 from sandbox.cli import add_plugin_arg, add_run_flags, run_main, split_specs, stamped_dir  # noqa: E402
+from sandbox.plugins import plugin_path  # noqa: E402
 
 STATE_VERSION = 1
 # flags that define the comparison; --resume takes them from OUT/state.json instead
@@ -102,13 +103,6 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- configuration
-def _plugin_path(name: str) -> str:
-    """A plugin given as a .py path, made absolute (the runs and --resume may start elsewhere)."""
-    if name.endswith(".py") or "/" in name or "\\" in name:
-        return str(Path(name).expanduser().resolve())
-    return name
-
-
 def base_config(args: argparse.Namespace):
     """The RunConfig every run shares (mixer, name and out are set per run): defaults, then --set, then flags."""
     from sandbox.config import RunConfig, apply_overrides
@@ -130,7 +124,7 @@ def base_config(args: argparse.Namespace):
     if args.data_root is not None:
         flags["data_root"] = str(data_root(args.data_root))  # checked, absolute
     cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None}, "run config")
-    plugins = tuple(dict.fromkeys(_plugin_path(p) for p in [*cfg.plugins, *args.plugin]))
+    plugins = tuple(dict.fromkeys(plugin_path(p) for p in [*cfg.plugins, *args.plugin]))
     return dataclasses.replace(cfg, plugins=plugins)
 
 
@@ -297,7 +291,7 @@ def main(argv=None) -> int:
         out = Path(args.resume)
         state = _load_state(out)
         base = apply_overrides(RunConfig(), state["base_config"], "run config (state.json)")
-        plugins = tuple(dict.fromkeys([*base.plugins, *(_plugin_path(p) for p in args.plugin)]))
+        plugins = tuple(dict.fromkeys([*base.plugins, *(plugin_path(p) for p in args.plugin)]))
         base = dataclasses.replace(base, plugins=plugins, device=args.device or base.device)
         specs = [m["spec"] for m in state["mixers"]]
     else:

@@ -81,7 +81,7 @@ def options_from(args: argparse.Namespace):
     from sandbox.config import parse_set
     from sandbox.data import data_root
     from sandbox.errors import OptionError
-    from sandbox.plugins import load_plugins
+    from sandbox.plugins import load_plugins, plugin_path
     from sandbox.registry import list_mixers
     from sandbox.sweep import SweepOptions, _pruner, _sampler, check_overrides, load_study_spec, storage_url
 
@@ -96,7 +96,7 @@ def options_from(args: argparse.Namespace):
             raise OptionError(f"{flag} {value} is not valid; expected an integer >= {low}")
     if args.budget_minutes is not None and not args.budget_minutes > 0:
         raise OptionError(f"--budget-minutes {args.budget_minutes:g} is not valid; expected a positive number")
-    plugins = [str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugin]
+    plugins = [plugin_path(p) for p in args.plugin]
     load_plugins(plugins)
     spec = load_study_spec(args.study, STUDY_DIR, mixer_names=list_mixers())
     overrides = parse_set(args.set, {"seed": "use --seed", "name": "trial runs are named by the sweep"})

@@ -106,3 +106,10 @@ def load_plugins(names: Iterable[str] | str | None = None, env: bool = True, ent
                     f"{type(e).__name__}: {e}"
                 ) from e
     return list(_loaded)
+
+
+def plugin_path(name: str) -> str:
+    """A plugin given as a .py path, made absolute (the runs and --resume may start elsewhere)."""
+    if name.endswith(".py") or "/" in name or "\\" in name:
+        return str(Path(name).expanduser().resolve())
+    return name

@@ -247,7 +247,8 @@ def load_study_spec(name_or_path: str, folder: Path, mixer_names: list[str] | No
     spec = StudySpec(str(raw.get("name") or path.stem), path, str(raw.get("description") or ""), base, params, text)
     # every setting must give a valid RunConfig (types and keys), before anything runs
     first = {p.name: p.values()[0] if p.finite else p.low for p in params}
-    for values in spec.grid() if spec.finite and len(spec.grid()) <= 512 else [first]:
+    grid = spec.grid() if spec.finite else []
+    for values in grid if 0 < len(grid) <= 512 else [first]:
         check_overrides(spec.overrides(values), f"{path} ({spec.label(values)})")
     return spec
 
