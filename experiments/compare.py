@@ -79,9 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     what.add_argument("--task", default=None, help="denoise (default), denoise_color, jpeg, jpeg_color, or a spec")
     what.add_argument("--sigma", type=float, default=None, help="noise level on the 0-255 scale (denoise tasks)")
     what.add_argument("--quality", type=int, default=None, help="JPEG quality 1..100 (jpeg tasks)")
-    what.add_argument("--preset", default=None, help="network preset for every mixer: paper, small (default), tiny")
+    what.add_argument("--preset", default=None, help="network preset for every mixer: paper, small, tiny (default)")
     train = ap.add_argument_group("training (identical for every mixer)")
-    train.add_argument("--iters", type=int, default=None, help="training iterations (RunConfig default 2000)")
+    train.add_argument("--iters", type=int, default=None, help="training iterations (RunConfig default 1200)")
     train.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per mixer")
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     add_run_flags(train)
@@ -90,6 +90,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--resume", default=None, metavar="OUT_DIR", help="continue an unfinished comparison")
     ap.add_argument("--crop", type=int, default=96, help="side of the crop in crops_grid.png (default 96)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="mixers trained at once, each in its own process (default 1). On CPU each gets cores/JOBS threads;\n"
+        "on CUDA job j uses GPU j mod the number of GPUs. Logs: OUT/runs/<name>.log",
+    )
+    ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # a --jobs child: train this run name, no report
     return ap.parse_args(argv)
 
 
@@ -208,6 +216,10 @@ def _slug(spec: str) -> str:
 def _write_state(out: Path, state: dict) -> None:
     from sandbox.report import write_json
 
+    if state.get("_child"):  # a --jobs child: the parent owns state.json; the child writes runs/<name>.entry.json
+        entry = next(m for m in state["mixers"] if m["name"] == state["_child"])
+        write_json(out / "runs" / f"{state['_child']}.entry.json", entry)
+        return
     state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json(out / "state.json", state)
 
@@ -281,6 +293,10 @@ def main(argv=None) -> int:
     # ---- settings: from the flags, or from OUT/state.json with --resume
     if args.crop < 8:
         raise OptionError(f"--crop {args.crop} is too small; expected at least 8 pixels")
+    if args.jobs < 1:
+        raise OptionError(f"--jobs {args.jobs} is not allowed; expected at least 1 (mixers trained at once)")
+    if args.only and not args.resume:
+        raise OptionError("--only is for the processes --jobs starts; it needs --resume OUT")
     if args.resume:
         given = [flag for key, flag in SETTING_FLAGS.items() if getattr(args, key) not in (None, [])]
         if given:
@@ -354,11 +370,22 @@ def main(argv=None) -> int:
         f"output: {out}"
     )
 
+    if args.only:
+        if args.only not in names:
+            raise OptionError(f"--only {args.only!r} is not a run of {out}; expected one of {', '.join(names)}")
+        state["_child"] = args.only
+    elif args.jobs > 1:
+        code = _run_jobs(args, out, state, device)
+        if code:
+            return code
+
     # ---- train each mixer in turn
     n = len(state["mixers"])
     diverged_error = getattr(engine, "TrainingDiverged", None)
     for i, (entry, cfg) in enumerate(zip(state["mixers"], configs), 1):
         spec = entry["spec"]
+        if args.only and entry["name"] != args.only:
+            continue
         if entry["status"] in ("finished", "diverged") and entry.get("result"):
             print(f"[{i}/{n}] {spec}: {entry['status']} earlier, skipped")
             continue
@@ -407,6 +434,9 @@ def main(argv=None) -> int:
         score = f"PSNR {first[1].get('psnr', float('nan')):.2f} dB on {first[0]}, " if first else ""
         print(f"[{i}/{n}] {spec}: {score}{record.get('step')} iterations (stopped: {record.get('stopped')})")
 
+    if args.only:
+        return 0  # the parent writes the report
+
     # ---- the report
     records = []
     for m in state["mixers"]:
@@ -445,6 +475,84 @@ def main(argv=None) -> int:
     print(f"\n{title}\n\n{leaderboard_markdown(rows, out)}\n")
     print(f"leaderboard: {md_path}, {csv_path.name}\nplots: psnr_vs_time.png, psnr_vs_iters.png, psnr_vs_params.png")
     print(f"crops: {out / 'crops_grid.png'} ({where})")
+    return 0
+
+
+def _run_jobs(args: argparse.Namespace, out: Path, state: dict, device) -> int:
+    """Train the unfinished mixers ``args.jobs`` at a time, each by a child ``compare.py --resume OUT --only NAME``.
+
+    CPU children get ``cores // jobs`` threads; on CUDA, job slot j uses GPU ``j % device_count``. Each child writes
+    ``runs/<name>.entry.json`` (its state entry) and logs to ``runs/<name>.log``; the parent merges the entries into
+    state.json. Returns 0 when every child finished, else the worst exit code (130 when interrupted).
+    """
+    import os
+    import subprocess
+
+    import torch
+
+    pending = [m for m in state["mixers"] if not (m["status"] in ("finished", "diverged") and m.get("result"))]
+    if not pending:
+        return 0
+    jobs = min(args.jobs, len(pending))
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    per_job = f"{threads} CPU thread(s) each" if device.type == "cpu" else f"{max(gpus, 1)} GPU(s) shared round-robin"
+    print(f"{len(pending)} mixer(s), {jobs} at a time, {per_job}; logs in {runs}/<name>.log", flush=True)
+    running: dict[int, tuple[subprocess.Popen, dict, Any]] = {}  # slot -> (process, entry, log file)
+    codes = []
+
+    def launch(slot: int, entry: dict) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--resume", str(out), "--only", entry["name"]]
+        cmd += ["--no-progress", *(a for p in args.plugin for a in ("--plugin", p))]
+        if gpus > 1:
+            cmd += ["--device", f"cuda:{slot % gpus}"]
+        elif args.device:
+            cmd += ["--device", args.device]
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        log = open(runs / f"{entry['name']}.log", "a", encoding="utf-8")  # noqa: SIM115 (closed when it exits)
+        entry["status"] = "running"
+        _write_state(out, state)
+        running[slot] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), entry, log)
+        print(f"  started {entry['spec']} ({entry['name']})", flush=True)
+
+    def reap(slot: int) -> None:
+        proc, entry, log = running.pop(slot)
+        log.close()
+        codes.append(proc.returncode)
+        try:
+            entry.update(json.loads((runs / f"{entry['name']}.entry.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass
+        if proc.returncode and entry["status"] == "running":
+            entry["status"] = "interrupted" if proc.returncode == 130 else "failed"
+        _write_state(out, state)
+        result = entry.get("result") or {}
+        first = next(iter((result.get("final") or {}).items()), None)
+        score = f": PSNR {first[1].get('psnr', float('nan')):.2f} dB on {first[0]}" if first else ""
+        print(f"  {entry['status']} {entry['spec']}{score} (exit {proc.returncode})", flush=True)
+
+    queue = list(pending)
+    try:
+        while queue or running:
+            for slot in range(jobs):
+                if slot not in running and queue:
+                    launch(slot, queue.pop(0))
+            time.sleep(0.5)
+            for slot in [s for s, (p, _, _) in running.items() if p.poll() is not None]:
+                reap(slot)
+    except KeyboardInterrupt:  # the children got the same Ctrl-C: they stop at a checkpoint
+        for slot in list(running):
+            running[slot][0].wait()
+            reap(slot)
+        print(_stopped_hint("the comparison", out, "was interrupted"), file=sys.stderr)
+        return 130
+    bad = [c for c in codes if c]
+    if bad:
+        worst = 130 if 130 in bad else max(bad, key=abs)
+        print(_stopped_hint("the comparison", out, f"had {len(bad)} run(s) fail (see runs/*.log)"), file=sys.stderr)
+        return worst
     return 0
 
 
