@@ -63,43 +63,96 @@ def frequency_sq(h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
     return _BASES.get(("w2", h, w, str(device)), make)
 
 
-def _dct_factor(n: int, device, inverse: bool) -> Tensor:
-    """Per-frequency complex factor (n,) of the FFT DCT, cached: orthonormal scale times the half-sample twiddle.
-
-    Forward: c_k e^{-i pi k / 2n} with c_0 = sqrt(1/n), c_k = sqrt(2/n). Inverse: the same with e^{+i pi k / 2n}, and
-    the k = 0 term doubled because ``irfft`` halves it.
-    """
+def _dct_twiddle(n: int, device, inverse: bool) -> Tensor:
+    """Makhoul's complex factors (n,), cached: forward f_k e^{-i pi k / 2n}, inverse e^{+i pi k / 2n} / f_k, with the
+    orthonormal scale f_0 = sqrt(1/n), f_k = sqrt(2/n)."""
 
     def make() -> Tensor:
         k = torch.arange(n, dtype=torch.float64)
-        scale = torch.full((n,), math.sqrt(2.0 / n), dtype=torch.float64)
-        scale[0] = math.sqrt(1.0 / n) * (2.0 if inverse else 1.0)
-        angle = (1.0 if inverse else -1.0) * math.pi * k / (2 * n)
-        return torch.polar(scale, angle).to(device=device, dtype=torch.complex64)
+        f = torch.full((n,), math.sqrt(2.0 / n), dtype=torch.float64)
+        f[0] = math.sqrt(1.0 / n)
+        theta = math.pi * k / (2 * n)
+        return torch.polar(1.0 / f if inverse else f, theta if inverse else -theta).to(device, torch.complex64)
 
-    return _BASES.get(("dct_factor", n, inverse, str(device)), make)
-
-
-def _dct_fft(x: Tensor, dim: int) -> Tensor:
-    """Orthonormal DCT-II along ``dim`` via a real FFT of length 2n (zero padded): c_k Re(e^{-i pi k/2n} FFT(x)_k)."""
-    n = x.shape[dim]
-    x = x.movedim(dim, -1)
-    spec = torch.fft.rfft(x, n=2 * n, dim=-1)[..., :n]  # (..., n) complex
-    return (spec * _dct_factor(n, x.device, inverse=False)).real.movedim(-1, dim)
+    return _BASES.get(("dct_twiddle", n, inverse, str(device)), make)
 
 
-def _idct_fft(y: Tensor, dim: int) -> Tensor:
-    """Inverse of :func:`_dct_fft` (orthonormal DCT-III) via an inverse real FFT of length 2n."""
-    n = y.shape[dim]
-    y = y.movedim(dim, -1)
-    v = y * _dct_factor(n, y.device, inverse=True)  # (..., n) complex
-    return (torch.fft.irfft(v, n=2 * n, dim=-1)[..., :n] * n).movedim(-1, dim)
+def _dct_last(x: Tensor) -> Tensor:
+    """Orthonormal DCT-II along the last dim with one FFT of length n (Makhoul 1980): v = [x_0, x_2, x_4, ..., x_5,
+    x_3, x_1] (even samples, then the odd ones reversed), X_k = f_k Re(e^{-i pi k / 2n} FFT(v)_k). fp32 in and out."""
+    n = x.shape[-1]
+    v = torch.cat([x[..., 0::2], x[..., 1::2].flip(-1)], dim=-1)  # (..., n)
+    return (torch.fft.fft(v, dim=-1) * _dct_twiddle(n, x.device, inverse=False)).real  # (..., n)
+
+
+def _idct_last(y: Tensor) -> Tensor:
+    """Inverse of :func:`_dct_last` (orthonormal DCT-III) with one inverse real FFT of length n.
+
+    V_k = e^{i pi k / 2n} (X_k - i X_{n-k}) / f_k (X_n = 0; f_k = f_{n-k} for k >= 1) is the FFT of v, so
+    v = irfft(V_0 .. V_{n/2}); then x_{2j} = v_j and x_{2j+1} = v_{n-1-j}.
+    """
+    n = y.shape[-1]
+    m = n // 2 + 1
+    mirror = torch.cat([torch.zeros_like(y[..., :1]), y.flip(-1)[..., : m - 1]], dim=-1)  # X_{n-k}, k < m
+    spec = torch.complex(y[..., :m], -mirror) * _dct_twiddle(n, y.device, inverse=True)[:m]  # (..., m)
+    v = torch.fft.irfft(spec, n=n, dim=-1)  # (..., n)
+    half = (n + 1) // 2  # even samples (one more than the odd ones for odd n)
+    even, odd = v[..., :half], v[..., half:].flip(-1)  # x_0, x_2, ... and x_1, x_3, ...
+    if n % 2:
+        odd = torch.cat([odd, torch.zeros_like(even[..., :1])], dim=-1)
+    return torch.stack([even, odd], dim=-1).reshape(*v.shape[:-1], 2 * half)[..., :n]  # interleaved
+
+
+def _scipy_dctn(x: Tensor, inverse: bool) -> Tensor:
+    """scipy's orthonormal 2-D DCT-II (or its inverse) over the last two dims of a CPU tensor, with torch's threads."""
+    import scipy.fft
+
+    f = scipy.fft.idctn if inverse else scipy.fft.dctn
+    a = x.detach().contiguous().numpy()
+    return torch.from_numpy(f(a, type=2, norm="ortho", axes=(-2, -1), workers=torch.get_num_threads()))
+
+
+class _ScipyDCT2(torch.autograd.Function):
+    """2-D DCT-II (``inverse=False``) or DCT-III of a CPU tensor by scipy.fft (pocketfft: O(N log N), vectorised).
+
+    Both transforms are orthogonal (y = C x C^T), so the gradient of each is the other one.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, inverse: bool) -> Tensor:
+        ctx.inverse = inverse
+        return _scipy_dctn(x, inverse)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        return _scipy_dctn(grad, not ctx.inverse), None
+
+
+def _transposed(x: Tensor) -> Tensor:
+    return x.transpose(-1, -2).contiguous()
+
+
+def _dct2_torch(x: Tensor) -> Tensor:
+    """:func:`dct2` by torch FFTs (any device): 1-D transforms along contiguous rows, W, then H after a transpose."""
+    return _dct_last(_transposed(_dct_last(x))).transpose(-1, -2)
+
+
+def _idct2_torch(y: Tensor) -> Tensor:
+    """:func:`idct2` by torch FFTs (any device)."""
+    return _idct_last(_transposed(_idct_last(_transposed(y))))
+
+
+def _heat_torch(x: Tensor, decay: Tensor) -> Tensor:
+    """:func:`heat_conduction` by torch FFTs, in the (k_w, k_h) layout between the transforms (two transposes)."""
+    spec = _dct_last(_transposed(_dct_last(x))) * decay.transpose(-1, -2)  # (B, C, W, H)
+    return _idct_last(_transposed(_idct_last(spec)))  # (B, C, H, W)
 
 
 def dct2(x: Tensor, path: str = "matrix") -> Tensor:
     """Orthonormal 2-D DCT-II over the last two dims (scipy ``dctn(x, type=2, norm="ortho", axes=(-2, -1))``)."""
     if path == "fft":
-        return _dct_fft(_dct_fft(x, -1), -2)
+        return _ScipyDCT2.apply(x, False) if x.device.type == "cpu" else _dct2_torch(x)
     h, w = x.shape[-2:]
     return cos_basis(h, x.device) @ x @ cos_basis(w, x.device).T  # (..., H, W)
 
@@ -107,7 +160,7 @@ def dct2(x: Tensor, path: str = "matrix") -> Tensor:
 def idct2(y: Tensor, path: str = "matrix") -> Tensor:
     """Inverse of :func:`dct2` (orthonormal 2-D DCT-III)."""
     if path == "fft":
-        return _idct_fft(_idct_fft(y, -1), -2)
+        return _ScipyDCT2.apply(y, True) if y.device.type == "cpu" else _idct2_torch(y)
     h, w = y.shape[-2:]
     return cos_basis(h, y.device).T @ y @ cos_basis(w, y.device)
 
@@ -121,6 +174,8 @@ def heat_conduction(x: Tensor, decay: Tensor, path: str = "auto") -> Tensor:
     """u = IDCT2(DCT2(x) * decay) for x (B, C, H, W) and decay broadcastable to (C, H, W); fp32 in and out."""
     if path == "auto":
         path = pick_path(x.shape[-2], x.shape[-1], x.device)
+    if path == "fft" and x.device.type != "cpu":
+        return _heat_torch(x, decay)
     return idct2(dct2(x, path) * decay, path)
 
 

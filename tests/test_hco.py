@@ -11,6 +11,9 @@ from torch import nn
 
 from operators.hco import (
     FFT_MIN_SIZE,
+    _dct2_torch,
+    _heat_torch,
+    _idct2_torch,
     HeatConduction,
     dct2,
     frequency_sq,
@@ -34,6 +37,27 @@ def test_dct_matches_scipy(path, hw):
     inv = idct2(torch.from_numpy(ref).float(), path).double().numpy()
     np.testing.assert_allclose(inv, scipy.fft.idctn(ref, type=2, norm="ortho", axes=(-2, -1)), atol=2e-5)
     np.testing.assert_allclose(inv, x, atol=2e-5)
+
+
+@pytest.mark.parametrize("hw", SHAPES + [(2, 5), (64, 48)])
+def test_torch_fft_dct_matches_scipy(hw):
+    """The FFT path of non-CPU devices (Makhoul's length-n FFT in torch), run here on the CPU."""
+    x = np.random.default_rng(1).standard_normal((2, 3, *hw))
+    ref = scipy.fft.dctn(x, type=2, norm="ortho", axes=(-2, -1))
+    np.testing.assert_allclose(_dct2_torch(torch.from_numpy(x).float()).double().numpy(), ref, atol=2e-5)
+    np.testing.assert_allclose(_idct2_torch(torch.from_numpy(ref).float()).double().numpy(), x, atol=2e-5)
+    decay = torch.rand(3, *hw)
+    xt = torch.from_numpy(x).float()
+    torch.testing.assert_close(_heat_torch(xt, decay), heat_conduction(xt, decay, "matrix"), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["scipy", "torch"])
+def test_fft_heat_conduction_gradients(impl):
+    """Gradients of both FFT implementations (scipy's on CPU: each transform's backward is the other one)."""
+    decay = torch.rand(3, 9, 10, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
+    fn = (lambda a, d: heat_conduction(a, d, "fft")) if impl == "scipy" else _heat_torch
+    assert torch.autograd.gradcheck(fn, (x, decay), atol=1e-5, rtol=1e-4)
 
 
 def _mode(h, w, n, m):
