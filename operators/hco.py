@@ -6,8 +6,9 @@ basis: a cosine mode with frequencies (w_n, w_m) = (n pi / H, m pi / W) decays b
     u(t) = IDCT2( DCT2(u0) * exp(-k (w_n^2 + w_m^2) t) ).
 
 vHeat writes the decay as E**k with E = exp(-(w_n^2 + w_m^2)) (t = 1 absorbed into k). The DCT is computed either as
-dense matrix products with cached cosine bases (vHeat's choice, O(N^1.5)) or with real FFTs of length 2H and 2W
-(O(N log N)); ``dct_path="auto"`` picks the faster one for the size (see :data:`FFT_MIN_SIZE`).
+dense matrix products with cached cosine bases (vHeat's choice, O(N^1.5)) or with FFTs (O(N log N)): scipy.fft's DCT
+on CPU, Makhoul's length-n FFT algorithm in torch on other devices; ``dct_path="auto"`` picks the faster one for the
+size (see :data:`FFT_MIN_SIZE`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from ._common import LayerNormCF, SizeCache, fp32, linear_cf
 K_MODES = ("fixed", "learnable", "predicted", "predicted_shared")
 DCT_PATHS = ("auto", "matrix", "fft")
 
-# "auto" uses the FFT path when max(H, W) >= this, per device type. Measured on the 2-core CPU this project develops
-# on (`python experiments/bench_dct.py`, DCT + inverse of a (1, C, S, S) map): the matrix path is 1.3-1.9x faster for
-# the whole layer at 32..512 px and still faster at 1024 px; the FFT path wins at 2048 px. On GPUs dense matmuls win at
-# every practical size (zh217/torch-dct #1), so CUDA always uses the matrix path.
-FFT_MIN_SIZE = {"cpu": 1536, "cuda": 1 << 30}
+# "auto" uses the FFT path when max(H, W) >= this, per device type. On CPU the FFT path is scipy.fft's DCT
+# (pocketfft); measured on the 2-core CPU this project develops on (`python experiments/bench_dct.py --sizes
+# 16,...,512`, one thread), its DCT + decay + inverse is slower than the matrix path up to 64 px (1.2x at 64) and faster
+# from 96 px (0.81x), 0.38x at 256 and 0.15x at 512. On GPUs dense matmuls win at every practical size
+# (zh217/torch-dct #1), so CUDA always uses the matrix path.
+FFT_MIN_SIZE = {"cpu": 96, "cuda": 1 << 30}
 
 _BASES = SizeCache(maxsize=32)  # cosine bases and frequency grids, shared by all HCO layers (they depend on size only)
 
