@@ -617,6 +617,12 @@ def _mixer_targets(cells: Sequence[MixerCell], exps: Sequence[dict[str, Any]]) -
     return lines
 
 
+def _time_panels(curves: dict[str, list], x_of, timings: list[tuple[str, str, dict]]) -> list[tuple[str, dict, dict]]:
+    """Panels for :func:`_plot_loglog`: per (title, timing attribute, legend labels), each curve's (x, seconds)."""
+    return [(title, {n: [(x_of(c), getattr(c, attr).seconds) for c in cs] for n, cs in curves.items()}, labels)
+            for title, attr, labels in timings]  # fmt: skip
+
+
 def cmd_mixers(args: argparse.Namespace) -> int:
     from sandbox import list_mixers, load_plugins
     from sandbox.registry import build_mixer
@@ -628,9 +634,7 @@ def cmd_mixers(args: argparse.Namespace) -> int:
     fit_sizes = parse_sizes(args.fit_sizes, "--fit-sizes") if args.fit_sizes else sizes
     if not set(fit_sizes) <= set(sizes):
         raise OptionError(f"--fit-sizes {args.fit_sizes!r} must be a subset of --sizes {args.sizes!r}")
-    for flag, value in (("--dim", args.dim), ("--batch", args.batch)):
-        if value < 1:
-            raise OptionError(f"{flag} {value} is not valid; expected an integer >= 1")
+    _at_least(1, ("--dim", args.dim), ("--batch", args.batch))
     specs = [s for item in args.mixers for s in split_specs(item)] if args.mixers else list_mixers()
     if not specs:
         raise OptionError("--mixers is empty")
@@ -657,19 +661,25 @@ def cmd_mixers(args: argparse.Namespace) -> int:
         for r in exps
     ]  # fmt: skip
     _write_csv(out / "exponents.csv", exp_csv, list(exp_csv[0]) if exp_csv else ["mixer"])
-    panels = [
-        (
-            title,
-            {s: [(c.tokens, getattr(c, attr).seconds) for c in cells if c.mixer == s] for s in specs},
-            {r["mixer"]: f"{r['mixer']} (p = {fmt_exp(r[f'exponent_{key}'])})" for r in exps},
-        )
-        for title, attr, key in (("forward", "fwd", "fwd"), ("forward + backward", "train", "fwdbwd"))
-    ]
+
+    def labels(key: str) -> dict[str, str]:  # legend: the mixer and its fitted exponent
+        return {r["mixer"]: f"{r['mixer']} (p = {fmt_exp(r[f'exponent_{key}'])})" for r in exps}
+
+    curves = {s: [c for c in cells if c.mixer == s] for s in specs}
+    timings = [("forward", "fwd", labels("fwd")), ("forward + backward", "train", labels("fwdbwd"))]
+    panels = _time_panels(curves, lambda c: c.tokens, timings)
     plot = _plot_loglog(panels, out / "time_vs_tokens.png", "tokens (H x W)")
     write_text(out / "results.md", md + f"\n![time against tokens]({plot.name})\n")
     print(md)
     print(f"wrote {out / 'results.csv'}, {out / 'exponents.csv'}, {out / 'results.md'}, {plot}")
     return 0
+
+
+def _at_least(minimum: int, *flags: tuple[str, int]) -> None:
+    """One error line for the first ``(flag, value)`` below ``minimum``."""
+    for flag, value in flags:
+        if value < minimum:
+            raise OptionError(f"{flag} {value} is not valid; expected an integer >= {minimum}")
 
 
 def _setup(args: argparse.Namespace) -> torch.device:
@@ -679,13 +689,10 @@ def _setup(args: argparse.Namespace) -> torch.device:
     if args.clock == "cpu" and device.type == "cuda":
         raise OptionError("--clock cpu measures host CPU time; use --clock wall on CUDA")
     if args.threads is not None:
-        if args.threads < 1:
-            raise OptionError(f"--threads {args.threads} is not valid; expected an integer >= 1")
+        _at_least(1, ("--threads", args.threads))
         torch.set_num_threads(args.threads)
-    if args.repeats < 1:
-        raise OptionError(f"--repeats {args.repeats} is not valid; expected an integer >= 1")
-    if args.warmup < 0:
-        raise OptionError(f"--warmup {args.warmup} is not valid; expected an integer >= 0")
+    _at_least(1, ("--repeats", args.repeats))
+    _at_least(0, ("--warmup", args.warmup))
     if not args.max_seconds > 0:
         raise OptionError(f"--max-seconds {args.max_seconds} is not valid; expected a number > 0")
     if args.max_memory_gb is None:
@@ -911,9 +918,7 @@ def cmd_archs(args: argparse.Namespace) -> int:
     sizes = parse_sizes(args.sizes)
     if args.cls_batch is None:
         args.cls_batch = 64 if device.type == "cuda" else 4
-    for flag, value in (("--cls-size", args.cls_size), ("--cls-batch", args.cls_batch), ("--in-chans", args.in_chans)):
-        if value < 1:
-            raise OptionError(f"{flag} {value} is not valid; expected an integer >= 1")
+    _at_least(1, ("--cls-size", args.cls_size), ("--cls-batch", args.cls_batch), ("--in-chans", args.in_chans))
     if args.family not in ("all", "restoration", "classification"):
         raise OptionError(f"--family {args.family!r} is not one of 'all', 'restoration', 'classification'")
     rest = restoration_specs(args) if args.family in ("all", "restoration") else []
@@ -954,15 +959,9 @@ def cmd_archs(args: argparse.Namespace) -> int:
     extra = ""
     rest_cells = [c for c in cells if c.family == "restoration"]
     if rest_cells:
-        names = list(dict.fromkeys(c.network for c in rest_cells))
-        panels = [
-            (
-                title,
-                {n: [(c.size * c.size, getattr(c, attr).seconds) for c in rest_cells if c.network == n] for n in names},
-                {},
-            )
-            for title, attr in (("inference", "infer"), ("training step", "train"))
-        ]
+        curves = {n: [c for c in rest_cells if c.network == n] for n in dict.fromkeys(c.network for c in rest_cells)}
+        timings = [("inference", "infer", {}), ("training step", "train", {})]
+        panels = _time_panels(curves, lambda c: c.size * c.size, timings)
         plot = _plot_loglog(panels, out / "time_vs_tokens.png", "pixels (H x W)")
         written.append(plot)
         extra = f"\n![time against pixels]({plot.name})\n"

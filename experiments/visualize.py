@@ -619,6 +619,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         g.add_argument("--checkpoint", default=None, help="checkpoint file or run directory (network rebuilt from it)")
         g.add_argument("--seed", type=int, default=0, help="seed of a fresh network's initialisation (default 0)")
 
+    def layer_args(p: argparse.ArgumentParser, shown: str, fresh: str) -> None:  # heat and filters
+        p.add_argument("--layers", default=None, help=f"indices of the {shown} shown (default: up to --max-layers)")
+        p.add_argument("--max-layers", type=int, default=4, help=f"{shown} shown, evenly spaced (default 4)")
+        p.add_argument("--dim", type=int, default=16, help=f"channels of {fresh} (default 16)")
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
         p.add_argument("--out", default=None, help="output folder (default outputs/visualize/<kind>_<timestamp>)")
@@ -639,18 +644,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--times", default="1,4,16,64", help="diffusion times, comma-separated (default 1,4,16,64)")
     p.add_argument("--size", type=int, default=None, help="map side (default 64)")
     p.add_argument("--source", default=None, help="y,x of the point source (default: the centre)")
-    p.add_argument("--layers", default=None, help="indices of the hco layers shown (default: up to --max-layers)")
-    p.add_argument("--max-layers", type=int, default=4, help="hco layers shown, evenly spaced (default 4)")
-    p.add_argument("--dim", type=int, default=16, help="channels of a fresh --mixer hco layer (default 16)")
+    layer_args(p, "hco layers", "a fresh --mixer hco layer")
     common(p)
 
     p = sub.add_parser("filters", help="Hyena / HyenaPixel filters and decays, of a network or a fresh mixer")
     network_args(p)
     p.add_argument("--size", type=int, default=None, help="input side the filters are made for (default 32)")
     p.add_argument("--channels", type=int, default=6, help="channels shown (default 6)")
-    p.add_argument("--layers", default=None, help="indices of the filters shown (default: up to --max-layers)")
-    p.add_argument("--max-layers", type=int, default=4, help="filters shown, evenly spaced (default 4)")
-    p.add_argument("--dim", type=int, default=16, help="channels of a fresh mixer (default 16)")
+    layer_args(p, "filters", "a fresh mixer")
     common(p)
 
     p = sub.add_parser("k", help="predicted k maps per stage of a vHeat / vHeatIR network")

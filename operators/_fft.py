@@ -40,23 +40,15 @@ def fft_size(n: int) -> int:
     return best
 
 
-def _rfftn(x: Tensor, s: tuple[int, ...], dims: tuple[int, ...]) -> Tensor:
-    """``torch.fft.rfftn``; on CPU by scipy.fft (pocketfft with torch's thread count: 2-3x faster than torch's own
-    CPU FFT for these multi-dimensional sizes)."""
+def _fftn(x: Tensor, s: tuple[int, ...], dims: tuple[int, ...], inverse: bool = False) -> Tensor:
+    """``torch.fft.rfftn`` (or ``irfftn`` with ``inverse``); on CPU by scipy.fft (pocketfft with torch's thread count:
+    2-3x faster than torch's own CPU FFT for these multi-dimensional sizes)."""
     if x.device.type != "cpu":
-        return torch.fft.rfftn(x, s=s, dim=dims)
+        return (torch.fft.irfftn if inverse else torch.fft.rfftn)(x, s=s, dim=dims)
     import scipy.fft
 
-    return torch.from_numpy(scipy.fft.rfftn(x.detach().numpy(), s=s, axes=dims, workers=torch.get_num_threads()))
-
-
-def _irfftn(x: Tensor, s: tuple[int, ...], dims: tuple[int, ...]) -> Tensor:
-    """``torch.fft.irfftn``; on CPU by scipy.fft (see :func:`_rfftn`)."""
-    if x.device.type != "cpu":
-        return torch.fft.irfftn(x, s=s, dim=dims)
-    import scipy.fft
-
-    return torch.from_numpy(scipy.fft.irfftn(x.detach().numpy(), s=s, axes=dims, workers=torch.get_num_threads()))
+    f = scipy.fft.irfftn if inverse else scipy.fft.rfftn
+    return torch.from_numpy(f(x.detach().numpy(), s=s, axes=dims, workers=torch.get_num_threads()))
 
 
 class _CroppedFFTConv(torch.autograd.Function):
@@ -76,9 +68,9 @@ class _CroppedFFTConv(torch.autograd.Function):
     def forward(ctx, u: Tensor, k: Tensor, s: tuple[int, ...], start: tuple[int, ...]) -> Tensor:
         dims = tuple(range(-len(s), 0))
         size = u.shape[-len(s) :]
-        u_f = _rfftn(u, s, dims)  # (..., C, *s[:-1], s[-1] // 2 + 1)
-        k_f = _rfftn(k, s, dims)  # (C, ...)
-        y = _irfftn(u_f * k_f, s, dims)  # (..., C, *s)
+        u_f = _fftn(u, s, dims)  # (..., C, *s[:-1], s[-1] // 2 + 1)
+        k_f = _fftn(k, s, dims)  # (C, ...)
+        y = _fftn(u_f * k_f, s, dims, inverse=True)  # (..., C, *s)
         ctx.save_for_backward(u_f, k_f)
         ctx.s, ctx.start, ctx.size, ctx.taps = s, start, tuple(size), tuple(k.shape[-len(s) :])
         return y[(..., *(slice(a, a + n) for a, n in zip(start, size)))].contiguous()  # (..., C, *size)
@@ -91,15 +83,15 @@ class _CroppedFFTConv(torch.autograd.Function):
         pad = []  # F.pad order: last dim first, (before, after) each
         for a, n, m in reversed(list(zip(ctx.start, ctx.size, s))):
             pad += [a, m - a - n]
-        g_f = _rfftn(torch.nn.functional.pad(grad.float(), pad), s, dims)  # (..., C, *spectrum)
+        g_f = _fftn(torch.nn.functional.pad(grad.float(), pad), s, dims)  # (..., C, *spectrum)
         du = dk = None
         if ctx.needs_input_grad[0]:
-            du = _irfftn(g_f * k_f.conj(), s, dims)
+            du = _fftn(g_f * k_f.conj(), s, dims, inverse=True)
             du = du[(..., *(slice(0, n) for n in ctx.size))]
         if ctx.needs_input_grad[1]:
             prod = g_f * u_f.conj()  # (..., C, *spectrum)
             prod = prod.reshape(-1, *k_f.shape).sum(0)  # (C, *spectrum): k is shared by the batch
-            dk = _irfftn(prod, s, dims)[(..., *(slice(0, n) for n in ctx.taps))]
+            dk = _fftn(prod, s, dims, inverse=True)[(..., *(slice(0, n) for n in ctx.taps))]
         return du, dk, None, None
 
 

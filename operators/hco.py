@@ -145,12 +145,6 @@ def _idct2_torch(y: Tensor) -> Tensor:
     return _idct_last(_transposed(_idct_last(_transposed(y))))
 
 
-def _heat_torch(x: Tensor, decay: Tensor) -> Tensor:
-    """:func:`heat_conduction` by torch FFTs, in the (k_w, k_h) layout between the transforms (two transposes)."""
-    spec = _dct_last(_transposed(_dct_last(x))) * decay.transpose(-1, -2)  # (B, C, W, H)
-    return _idct_last(_transposed(_idct_last(spec)))  # (B, C, H, W)
-
-
 def dct2(x: Tensor, path: str = "matrix") -> Tensor:
     """Orthonormal 2-D DCT-II over the last two dims (scipy ``dctn(x, type=2, norm="ortho", axes=(-2, -1))``)."""
     if path == "fft":
@@ -176,8 +170,6 @@ def heat_conduction(x: Tensor, decay: Tensor, path: str = "auto") -> Tensor:
     """u = IDCT2(DCT2(x) * decay) for x (B, C, H, W) and decay broadcastable to (C, H, W); fp32 in and out."""
     if path == "auto":
         path = pick_path(x.shape[-2], x.shape[-1], x.device)
-    if path == "fft" and x.device.type != "cpu":
-        return _heat_torch(x, decay)
     return idct2(dct2(x, path) * decay, path)
 
 
