@@ -92,16 +92,63 @@ def fp32(x: Tensor) -> torch.autocast:
     return torch.autocast(device_type=device_type, enabled=False)
 
 
+def _channel_mean(weights: Tensor, x: Tensor) -> Tensor:
+    """sum_c weights[c] * x[:, c] as (B, 1, H*W) for x (B, C, H*W): a batched GEMV, several times faster on CPU than
+    a reduction over the strided channel dim (``x.mean(1)``; ``torch.var_mean`` there is slower still)."""
+    return torch.bmm(weights.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1), x)
+
+
+class _LayerNormCF(torch.autograd.Function):
+    """LayerNorm over dim 1 of (B, C, H, W) with a hand-written backward.
+
+    Autograd through the composite (mean, sub, pow, mean, rsqrt, mul, mul, add) keeps several full-size temporaries
+    and makes about twice as many passes over memory, and the channel reductions are slow strided reductions; here
+    they are batched GEMVs. Statistics and arithmetic run in fp32 for bf16/fp16 inputs; the output keeps the input's
+    dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+        b, c, h, w = x.shape
+        dtype = x.dtype
+        flat = x.reshape(b, c, h * w)  # (B, C, HW)
+        flat = flat.float() if dtype in (torch.float16, torch.bfloat16) else flat
+        avg = flat.new_full((c,), 1.0 / c)
+        centred = flat - _channel_mean(avg, flat)  # (B, C, HW)
+        rstd = _channel_mean(avg, centred.square()).add_(eps).rsqrt_()  # (B, 1, HW)
+        xhat = centred.mul_(rstd)  # (B, C, HW), zero mean and unit variance over C
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        if weight is not None and bias is not None:
+            y = torch.addcmul(bias.to(xhat.dtype)[:, None], xhat, weight.to(xhat.dtype)[:, None])
+        elif weight is not None:
+            y = xhat * weight.to(xhat.dtype)[:, None]
+        elif bias is not None:
+            y = xhat + bias.to(xhat.dtype)[:, None]
+        else:
+            y = xhat.clone()
+        return y.to(dtype).view(b, c, h, w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        xhat, rstd, weight = ctx.saved_tensors  # (B, C, HW), (B, 1, HW), (C,)
+        b, c, h, w = grad.shape
+        g = grad.reshape(b, c, h * w).to(xhat.dtype)  # dL/dy
+        g_x = g * xhat
+        w_avg = weight.to(g.dtype) / c if weight is not None else g.new_full((c,), 1.0 / c)
+        # dL/dx = rstd * (g_hat - mean_C(g_hat) - xhat * mean_C(g_hat * xhat)), g_hat = weight * g
+        g_hat = g * weight.to(g.dtype)[:, None] if weight is not None else g
+        grad_x = (g_hat - _channel_mean(w_avg, g)).addcmul_(xhat, _channel_mean(w_avg, g_x), value=-1.0)
+        grad_x = grad_x.mul_(rstd).to(grad.dtype).view(b, c, h, w)
+        grad_w = g_x.sum((0, 2)).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_b = g.sum((0, 2)).to(ctx.bias_dtype) if ctx.bias_dtype is not None and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
 def layer_norm_cf(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     """LayerNorm over the channel dim of a (B, C, H, W) tensor, without permuting (as ConvNeXt's LayerNorm2d)."""
-    mean = x.mean(1, keepdim=True)
-    var = (x - mean).pow(2).mean(1, keepdim=True)
-    y = (x - mean) * torch.rsqrt(var + eps)
-    if weight is not None:
-        y = y * weight[:, None, None]
-    if bias is not None:
-        y = y + bias[:, None, None]
-    return y
+    return _LayerNormCF.apply(x, weight, bias, eps)
 
 
 class LayerNormCF(nn.LayerNorm):

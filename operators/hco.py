@@ -359,7 +359,7 @@ class HeatConduction(nn.Module):
         return self._eval_cache.get((h, w, str(device)), lambda: self._decay(h, w, device, w2))
 
     def _decay(self, h: int, w: int, device: torch.device, w2: Tensor) -> Tensor:
-        return torch.exp(-self.conductivity(h, w).to(device) * (self.t * w2))
+        return torch.exp(self.conductivity(h, w).to(device) * (-self.t * w2))  # sign on the (h, w) map, not (C, h, w)
 
     def _parameter_state(self) -> tuple:
         """(storage, in-place version) of every tensor k depends on; changes whenever one of them does."""

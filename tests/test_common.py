@@ -1,0 +1,59 @@
+"""Reference tests of the shared channels-first layers against their PyTorch definitions."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from operators._common import LayerNormCF, layer_norm_cf, linear_cf
+
+
+@pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True), (False, False)])
+def test_layer_norm_cf_matches_layer_norm(weight, bias):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(5, dtype=torch.float64, generator=g, requires_grad=True) if weight else None
+    b = torch.randn(5, dtype=torch.float64, generator=g, requires_grad=True) if bias else None
+    ref = F.layer_norm(x.permute(0, 2, 3, 1), (5,), w, b, 1e-5).permute(0, 3, 1, 2)
+    torch.testing.assert_close(layer_norm_cf(x, w, b, 1e-5), ref)
+    inputs = tuple(t for t in (x, w, b) if t is not None)
+
+    def fn(*args):
+        it = iter(args)
+        return layer_norm_cf(next(it), next(it) if weight else None, next(it) if bias else None, 1e-5)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_layer_norm_cf_module_gradients_match_nn_layer_norm():
+    torch.manual_seed(0)
+    ln, ref = LayerNormCF(8), nn.LayerNorm(8)
+    with torch.no_grad():
+        ln.weight.normal_(), ln.bias.normal_()
+        ref.load_state_dict(ln.state_dict())
+    x = torch.randn(3, 8, 5, 6, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    g = torch.randn(3, 8, 5, 6)
+    ln(x).backward(g)
+    ref(x_ref.permute(0, 2, 3, 1)).backward(g.permute(0, 2, 3, 1))
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ln.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ln.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_cf_low_precision_keeps_dtype():
+    x = torch.randn(2, 8, 5, 5).bfloat16().requires_grad_()
+    y = LayerNormCF(8)(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16
+    ref = F.layer_norm(x.detach().float().permute(0, 2, 3, 1), (8,)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(y.float(), ref, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_cf_matches_linear(bias):
+    layer = nn.Linear(6, 4, bias=bias)
+    x = torch.randn(2, 6, 3, 5)
+    ref = layer(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(linear_cf(x, layer), ref)
