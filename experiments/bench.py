@@ -385,7 +385,8 @@ def _settings(args: argparse.Namespace, device: torch.device) -> str:
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return (
-        f"device {device} ({name}), torch {torch.__version__}, {threads} CPU threads; "
+        f"device {device} ({name}), torch {torch.__version__}, {threads} CPU threads, "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')} (huge pages for CPU tensors); "
         f"median of {args.repeats} after {max(1, args.warmup)} warm-up call(s), {args.clock} clock"
     )
 
@@ -608,13 +609,21 @@ def _mixer_targets(cells: Sequence[MixerCell], exps: Sequence[dict[str, Any]]) -
             f"{name}: exponent {p:.2f} (fwd {fmt_exp(r['exponent_fwd'])}) over {_exponent_sizes(r)}, target {how} "
             f"{bound:g}: {'met' if met else 'NOT met'}"
         )
-    times = {(c.mixer, c.size): c.train.seconds for c in cells if c.train.ok}
+    by_cell = {(c.mixer, c.size): c for c in cells if c.train.ok}
     for size in sorted({c.size for c in cells}):
-        h, a = times.get(("hco", size)), times.get(("attention_window", size))
+        h, a = by_cell.get(("hco", size)), by_cell.get(("attention_window", size))
         if h and a:
-            target = f" (target <= 0.33: {'met' if h / a <= 1 / 3 else 'NOT met'})" if size == 256 else ""
-            lines.append(f"hco / attention_window fwd+bwd time at {size}x{size}: {h / a:.2f}{target}")
+            ratio = h.train.seconds / a.train.seconds
+            target = f" (target <= 0.33: {'met' if ratio <= 1 / 3 else 'NOT met'})" if size == 256 else ""
+            lines.append(f"hco / attention_window fwd+bwd time at {size}x{size}: {ratio:.2f}{_mac_ratio(h, a)}{target}")
     return lines
+
+
+def _mac_ratio(a: MixerCell | ArchCell, b: MixerCell | ArchCell) -> str:
+    """a's MACs over b's: the time ratio both would have at the same arithmetic rate (MAC/s); FFTs not counted."""
+    if not a.macs or not b.macs:
+        return ""
+    return f" (MACs ratio {a.macs / b.macs:.2f}: the time ratio at equal MAC/s)"
 
 
 def _time_panels(curves: dict[str, list], x_of, timings: list[tuple[str, str, dict]]) -> list[tuple[str, dict, dict]]:
@@ -905,6 +914,9 @@ def _speedups(cells: Sequence[ArchCell]) -> list[str]:
             tr = f", training step {s.train.seconds / v.train.seconds:.2f}x" if s.train.ok and v.train.ok else ""
             target = f" (target >= 2x: {'met' if x >= 2 else 'NOT met'})" if size == 512 else ""
             lines.append(f"speed-up of vheatir over swinir at {size}x{size}: inference {x:.2f}x{target}{tr}")
+            if s.macs and v.macs:
+                ratio = s.macs / v.macs
+                lines.append(f"  swinir / vheatir MACs at {size}x{size}: {ratio:.2f}x (the speed-up at equal MAC/s)")
     return lines
 
 

@@ -7,6 +7,7 @@ Public API::
     from sandbox import build_task, list_tasks, register_task
 """
 
+from . import _alloc  # noqa: F401  (first: the allocator setting must precede any tensor allocation)
 from .checkpoint import load_checkpoint, save_atomic
 from .complexity import count_macs, count_params
 from .errors import OptionError, SandboxError, UnknownNameError

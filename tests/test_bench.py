@@ -121,6 +121,17 @@ def test_mixers_command_writes_csv_markdown_and_plot(tmp_path, capsys):
     assert "| conv | 8 | 64 |" in printed and "time_vs_tokens.png" in printed
 
 
+def test_mixer_targets_report_time_and_mac_ratios():
+    def cell(name, seconds, macs):
+        return bench.MixerCell(name, 256, 65536, bench.Phase(seconds / 3), bench.Phase(seconds), macs=macs)
+
+    lines = bench._mixer_targets([cell("hco", 0.2, 800), cell("attention_window", 0.5, 1600)], [])
+    assert lines == [
+        "hco / attention_window fwd+bwd time at 256x256: 0.40 (MACs ratio 0.50: the time ratio at equal MAC/s) "
+        "(target <= 0.33: NOT met)"
+    ]
+
+
 @pytest.fixture
 def fussy_mixers():
     """Two mixers that cannot run everywhere: one declares size_multiple=16, one fails above 8 px."""
@@ -205,6 +216,8 @@ def test_archs_command_restoration_and_classification(tmp_path, capsys):
     assert "| " + " | ".join(bench.RESTORATION_TABLE) + " |" in md
     assert "| " + " | ".join(bench.CLASSIFICATION_TABLE) + " |" in md
     assert "embed_dim 8, depths (1, 1)" in md and "speed-up of vheatir over swinir at 16x16" in md
+    mac_ratio = int(rows[0]["macs"]) / int(rows[1]["macs"])
+    assert f"swinir / vheatir MACs at 16x16: {mac_ratio:.2f}x (the speed-up at equal MAC/s)" in md
     assert (out / "time_vs_tokens.png").is_file()
     assert "## Classification configurations" in capsys.readouterr().out
 

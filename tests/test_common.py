@@ -1,4 +1,9 @@
-"""Reference tests of the shared channels-first layers against their PyTorch definitions."""
+"""Reference tests of the shared channels-first layers against their PyTorch definitions; the allocator setting."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +62,26 @@ def test_linear_cf_matches_linear(bias):
     x = torch.randn(2, 6, 3, 5)
     ref = layer(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     torch.testing.assert_close(linear_cf(x, layer), ref)
+
+
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+HUGE_PAGES_PROBE = """
+import os, sandbox, torch
+x = torch.ones(64 << 18)  # 64 MB, allocated after importing sandbox
+huge = [int(l.split()[1]) for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages')][0]
+print(os.environ['THP_MEM_ALLOC_ENABLE'], huge)
+"""
+
+
+@pytest.mark.skipif(
+    not THP_MODE.exists() or "[never]" in THP_MODE.read_text(), reason="the kernel has no transparent huge pages"
+)
+@pytest.mark.parametrize("env,huge", [(None, True), ("0", False)])
+def test_importing_sandbox_backs_large_cpu_tensors_with_huge_pages(env, huge):
+    environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if env is not None:
+        environ["THP_MEM_ALLOC_ENABLE"] = env
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE], env=environ, capture_output=True, text=True)
+    flag, kb = out.stdout.split()
+    assert flag == (env or "1")
+    assert (int(kb) >= 32 * 1024) == huge, out.stdout
