@@ -916,7 +916,7 @@ def _speedups(cells: Sequence[ArchCell]) -> list[str]:
             lines.append(f"speed-up of vheatir over swinir at {size}x{size}: inference {x:.2f}x{target}{tr}")
             if s.macs and v.macs:
                 ratio = s.macs / v.macs
-                lines.append(f"  swinir / vheatir MACs at {size}x{size}: {ratio:.2f}x (the speed-up at equal MAC/s)")
+                lines.append(f"swinir / vheatir MACs at {size}x{size}: {ratio:.2f}x (the speed-up at equal MAC/s)")
     return lines
 
 
