@@ -109,6 +109,11 @@ class _LayerNormCF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+        with fp32(x):  # autocast would run the GEMV statistics in bf16
+            return _LayerNormCF._forward(ctx, x, weight, bias, eps)
+
+    @staticmethod
+    def _forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
         b, c, h, w = x.shape
         dtype = x.dtype
         flat = x.reshape(b, c, h * w)  # (B, C, HW)
@@ -132,6 +137,11 @@ class _LayerNormCF(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
+        with fp32(grad):
+            return _LayerNormCF._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad: Tensor):
         xhat, rstd, weight = ctx.saved_tensors  # (B, C, HW), (B, 1, HW), (C,)
         b, c, h, w = grad.shape
         g = grad.reshape(b, c, h * w).to(xhat.dtype)  # dL/dy

@@ -56,6 +56,19 @@ def test_layer_norm_cf_low_precision_keeps_dtype():
     torch.testing.assert_close(y.float(), ref, atol=2e-2, rtol=2e-2)
 
 
+def test_layer_norm_cf_statistics_stay_fp32_under_autocast():
+    torch.manual_seed(0)
+    ln = LayerNormCF(32)
+    x = (torch.randn(2, 32, 6, 7) * 3 + 5).requires_grad_()
+    ref = F.layer_norm(x.detach().permute(0, 2, 3, 1), (32,)).permute(0, 3, 1, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ln(x)
+        y.sum().backward()
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)  # bf16 statistics would be off by about 1e-2
+    assert torch.isfinite(x.grad).all()
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_cf_matches_linear(bias):
     layer = nn.Linear(6, 4, bias=bias)
