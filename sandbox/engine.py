@@ -122,7 +122,7 @@ def check_config(config: RunConfig) -> None:
         raise OptionError(f"ema={c.ema!r} is not valid; expected a decay in [0, 1) (0: off; e.g. 0.999)")
     check_choice("optimizer", c.optimizer, ("adam", "adamw"))
     check_choice("schedule", c.schedule, ("cosine", "multistep", "constant"))
-    check_choice("loss", c.loss, ("l1", "charbonnier"))
+    check_choice("loss", c.loss, ("l1", "l2", "charbonnier"))
     check_choice("amp", c.amp, ("auto", "bf16", "off"))
     if not all(0 < m <= 1 for m in c.milestones):
         raise OptionError(f"milestones={c.milestones!r} is not valid; expected fractions of iters in (0, 1]")
@@ -435,6 +435,8 @@ def _loss(out: torch.Tensor, target: torch.Tensor, config: RunConfig) -> torch.T
     diff = out.float() - target.float()
     if config.loss == "l1":
         return diff.abs().mean()
+    if config.loss == "l2":
+        return (diff * diff).mean()
     return torch.sqrt(diff * diff + config.charbonnier_eps**2).mean()
 
 

@@ -203,8 +203,8 @@ def basicsr_options(
         raise OptionError(f"optimizer={config.optimizer!r} is not one of 'adam', 'adamw'")
     if config.schedule not in ("cosine", "multistep"):
         raise OptionError(f"schedule={config.schedule!r} is not one of 'cosine', 'multistep'")
-    if config.loss not in ("l1", "charbonnier"):
-        raise OptionError(f"loss={config.loss!r} is not one of 'l1', 'charbonnier'")
+    if config.loss not in ("l1", "l2", "charbonnier"):
+        raise OptionError(f"loss={config.loss!r} is not one of 'l1', 'l2', 'charbonnier'")
     if config.iters < 1 or config.batch_size < 1 or config.patch_size < 1:
         raise OptionError("iters, batch_size and patch_size must be >= 1")
 
@@ -216,6 +216,8 @@ def basicsr_options(
         scheduler = {"type": "MultiStepLR", "milestones": milestones, "gamma": config.gamma}
     if config.loss == "l1":
         pixel = {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"}
+    elif config.loss == "l2":
+        pixel = {"type": "MSELoss", "loss_weight": 1.0, "reduction": "mean"}
     else:
         pixel = {"type": "CharbonnierLoss", "loss_weight": 1.0, "reduction": "mean", "eps": config.charbonnier_eps**2}
     optim = {"type": "Adam" if config.optimizer == "adam" else "AdamW", "lr": config.lr}

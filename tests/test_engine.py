@@ -292,6 +292,16 @@ def test_lr_schedule_warms_up_and_decays_to_the_end_of_iters_or_budget():
     assert [lr_factor(m, i) for i in (49, 50, 89, 90)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
 
 
+@pytest.mark.parametrize("loss", ["l1", "l2", "charbonnier"])
+def test_losses_match_their_formulas(loss):
+    from sandbox.engine import _loss
+
+    out, target = torch.tensor([0.5, -0.25, 0.0]), torch.zeros(3)
+    expected = {"l1": 0.25, "l2": (0.25 + 0.0625) / 3, "charbonnier": (0.5 + 0.25 + 1e-3) / 3}[loss]
+    got = _loss(out, target, RunConfig(loss=loss, charbonnier_eps=1e-3))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_batches_depend_on_seed_and_step_only():
     from sandbox.data import embedded_split
 
