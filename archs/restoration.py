@@ -46,6 +46,7 @@ __all__ = [
     "IRConfig",
     "RestorationNet",
     "PRESETS",
+    "self_ensemble",
     "tiled_forward",
     "blend_window",
     "swinir_filter_fn",
@@ -373,6 +374,24 @@ def tiled_forward(fn, x: Tensor, tile: int, overlap: int = 32, blend: str = "cos
             out[..., y0 : y0 + th, x0 : x0 + tw] += patch * wt
             weight[..., y0 : y0 + th, x0 : x0 + tw] += wt
     return out / weight
+
+
+def self_ensemble(fn, x: Tensor) -> Tensor:
+    """The x8 geometric self-ensemble (EDSR's "+" models, KAIR's ``test_mode=3``): mean of ``fn`` over the 8 dihedral
+    transforms of ``x`` (4 rotations, each with and without a flip), each output transformed back. 8x the compute.
+
+    Args:
+        fn: maps (B, C, H, W) -> (B, C', H, W); it sees (B, C, W, H) for odd rotations of non-square inputs.
+        x: (B, C, H, W) input.
+    """
+    out = None
+    for flip in (False, True):
+        xf = x.flip(-1) if flip else x
+        for k in range(4):
+            y = torch.rot90(fn(torch.rot90(xf, k, (-2, -1))), -k, (-2, -1))  # (B, C', H, W)
+            y = y.flip(-1) if flip else y
+            out = y if out is None else out + y
+    return out / 8
 
 
 # ---------------------------------------------------------------------------------------------- official SwinIR

@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data-root", default=None, help="data folder (default $SANDBOX_DATA; none: embedded images)")
     ap.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size (blended overlaps)")
     ap.add_argument("--tile-overlap", type=int, default=32)
+    ap.add_argument(
+        "--self-ensemble", action="store_true", help="mean over the 8 flips/rotations (x8 compute; label gets '+x8')"
+    )
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
     ap.add_argument("--out", default=None, help="output folder (default outputs/eval/<name>)")
     ap.add_argument("--save-images", action="store_true", help="write the restored images under <out>/images")
@@ -69,6 +72,8 @@ def main(argv=None) -> int:
         raise OptionError("give either --method or --arch/--weights, not both")
     if args.tile is not None and args.method:
         raise OptionError("--tile applies to networks, not to --method")
+    if args.self_ensemble and args.method:
+        raise OptionError("--self-ensemble applies to networks, not to --method")
 
     if args.method:
         restore, label = classical_restorer(args.method, task), args.method
@@ -76,8 +81,8 @@ def main(argv=None) -> int:
         device = resolve_device(args.device)
         net = load_network(args.arch, args.weights, task, root)
         check_network_channels(task, getattr(net, "in_chans", task.channels))
-        restore = network_restorer(net, device, args.tile, args.tile_overlap)
-        label = args.arch or Path(args.weights).stem
+        restore = network_restorer(net, device, args.tile, args.tile_overlap, ensemble=args.self_ensemble)
+        label = (args.arch or Path(args.weights).stem) + ("+x8" if args.self_ensemble else "")
     name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{label}_{task.name}_{task.level}")
     out = Path(args.out) if args.out else ROOT / "outputs" / "eval" / name
 

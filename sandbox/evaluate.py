@@ -49,10 +49,15 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------- restorers
 def network_restorer(
-    net: nn.Module, device: str | torch.device = "cpu", tile: int | None = None, tile_overlap: int = 32
+    net: nn.Module,
+    device: str | torch.device = "cpu",
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    ensemble: bool = False,
 ) -> Restorer:
-    """Wrap an image-to-image network (inputs and outputs in [0, 1]) as a numpy restorer, optionally tiled."""
-    from archs.restoration import tiled_forward
+    """Wrap an image-to-image network (inputs and outputs in [0, 1]) as a numpy restorer, optionally tiled and with
+    the x8 geometric self-ensemble (:func:`archs.restoration.self_ensemble`)."""
+    from archs.restoration import self_ensemble, tiled_forward
 
     net = net.to(device).eval()
 
@@ -60,7 +65,8 @@ def network_restorer(
     def restore(img: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
         x = (x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]).to(device)  # (1, C, H, W)
-        y = tiled_forward(net, x, tile, tile_overlap) if tile else net(x)  # (1, C, H, W)
+        forward = (lambda t: tiled_forward(net, t, tile, tile_overlap)) if tile else net
+        y = self_ensemble(forward, x) if ensemble else forward(x)  # (1, C, H, W)
         y = y[0].float().cpu()
         return (y[0] if img.ndim == 2 else y.permute(1, 2, 0)).numpy()
 

@@ -48,6 +48,14 @@ def test_embedded_default_without_data_root(tmp_path):
     assert rows and abs(float(rows[0]["psnr"]) - float(rows[0]["input_psnr"])) < 1e-9  # noisy: output = input
 
 
+def test_self_ensemble_flag_labels_the_table(tmp_path):
+    args = ("--arch", "ir:preset=tiny,in_chans=1,mixer=conv", "--sigma", "25", "--out", tmp_path)
+    plain, x8 = run_eval(*args, env_data=False), run_eval(*args, "--self-ensemble", env_data=False)
+    assert plain.returncode == 0 and x8.returncode == 0, plain.stderr + x8.stderr
+    assert "+x8 on" in x8.stdout and "+x8" not in plain.stdout
+    assert (tmp_path / "results.md").read_text().startswith("ir:preset=tiny,in_chans=1,mixer=conv+x8 on")
+
+
 @needs_data
 def test_network_and_noisy_on_set12_outputs(tmp_path):
     task = build_task("denoise:sigma=25")
@@ -102,6 +110,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     gray_net = run_eval("--arch", "ir:preset=tiny,in_chans=1", "--task", "denoise_color")
     _one_line_error(gray_net, "1 channel", "denoise_color")
     _one_line_error(run_eval("--method", "bm3d", "--task", "jpeg"), "bm3d")
+    _one_line_error(run_eval("--method", "noisy", "--self-ensemble"), "--self-ensemble")
     other = tmp_path / "swinir.pth"
     torch.save({"params": build_arch("swinir", preset="tiny", in_chans=1).state_dict()}, other)
     _one_line_error(run_eval("--arch", "vheatir:preset=tiny,in_chans=1", "--weights", str(other)), "does not match")

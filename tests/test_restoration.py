@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs.restoration import RestorationNet, blend_window, tiled_forward
+from archs.restoration import RestorationNet, blend_window, self_ensemble, tiled_forward
 from sandbox import SandboxError, build_arch, list_archs, list_mixers, load_checkpoint
 from sandbox.errors import OptionError
 
@@ -229,6 +229,28 @@ def test_blended_tiles_beat_uniform_average_on_global_mixer():
         uni = tiled_forward(net, x, tile=48, overlap=16, blend="uniform")
     err_cos, err_uni = (cos - full).abs().mean().item(), (uni - full).abs().mean().item()
     assert err_cos < err_uni, f"blended error {err_cos:.2e} not below uniform {err_uni:.2e}"
+
+
+def test_self_ensemble_is_the_mean_over_the_eight_dihedral_transforms():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 2, 3, padding=1)  # not equivariant: each transform gives another output
+    x = torch.rand(2, 1, 10, 7)  # non-square: odd rotations see (7, 10)
+    with torch.no_grad():
+        got = self_ensemble(conv, x)
+        views = []
+        for t in range(8):  # the same transforms, written out with transposes instead of rot90
+            xt = x.flip(-1) if t >= 4 else x
+            k = t % 4
+            xt = {0: xt, 1: xt.transpose(-2, -1).flip(-2), 2: xt.flip(-2, -1), 3: xt.transpose(-2, -1).flip(-1)}[k]
+            y = conv(xt)
+            y = {0: y, 1: y.flip(-2).transpose(-2, -1), 2: y.flip(-2, -1), 3: y.flip(-1).transpose(-2, -1)}[k]
+            views.append(y.flip(-1) if t >= 4 else y)
+        assert got.shape == (2, 2, 10, 7)
+        assert torch.allclose(got, torch.stack(views).mean(0), atol=1e-6)
+        assert not torch.allclose(views[0], views[1], atol=1e-3)  # the transforms did differ
+        symmetric = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        symmetric.weight.copy_(torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])[None, None])
+        assert torch.allclose(self_ensemble(symmetric, x), symmetric(x), atol=1e-6)  # equivariant: no change
 
 
 # ------------------------------------------------------------------------------------------------------- basicsr
