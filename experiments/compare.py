@@ -59,6 +59,7 @@ SETTING_FLAGS = {
     "eval_sets": "--eval-sets",
     "data_root": "--data-root",
     "set": "--set",
+    "config": "--config",
     "out": "--out",
 }
 RESERVED_KEYS = ("mixer", "name", "out")  # set by compare.py per run
@@ -84,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--iters", type=int, default=None, help="training iterations (RunConfig default 1200)")
     train.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per mixer")
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    train.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML mapping of RunConfig fields, as run.py's (--set and flags win)"
+    )
     add_run_flags(train)
     add_plugin_arg(ap)
     ap.add_argument("--out", default=None, help="output folder (default outputs/compare/<task>_<timestamp>)")
@@ -112,11 +116,24 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------- configuration
 def base_config(args: argparse.Namespace):
-    """The RunConfig every run shares (mixer, name and out are set per run): defaults, then --set, then flags."""
+    """The RunConfig every run shares (mixer, name and out are set per run): defaults, then --config, then --set,
+    then flags."""
     from sandbox.config import RunConfig, apply_overrides
     from sandbox.data import data_root
+    from sandbox.engine import load_config_file
+    from sandbox.errors import OptionError
 
-    cfg = apply_overrides(RunConfig(), parse_set(args.set), "run config (--set)")
+    cfg = RunConfig()
+    if args.config:
+        loaded = load_config_file(args.config)
+        reserved = [k for k in RESERVED_KEYS if k in loaded]
+        if reserved:
+            raise OptionError(
+                f"config file {args.config!r} sets {', '.join(map(repr, reserved))}; compare.py sets "
+                "mixer, name and out for each run itself (use --mixers / --out)"
+            )
+        cfg = apply_overrides(cfg, loaded, f"config file {args.config!r}")
+    cfg = apply_overrides(cfg, parse_set(args.set), "run config (--set)")
     flags = {
         "task": args.task,
         "sigma": args.sigma,

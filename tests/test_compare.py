@@ -226,6 +226,33 @@ def test_bad_option_and_existing_out_fail_before_training(tmp_path, fake_engine)
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["keep.txt"]
 
 
+def test_config_file_sets_the_shared_run_config(tmp_path, fake_engine):
+    fake = fake_engine(FakeTrain())
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text("lr: 0.004\nwarmup_iters: 7\nema: 0.99\niters: 99\n")
+    compare.main(["--mixers", "conv", *ARGS, "--config", str(cfg), "--set", "ema=0.9", "--out", str(tmp_path / "a")])
+    (run, _), *_ = fake.calls
+    assert (run.lr, run.warmup_iters) == (0.004, 7)  # from the file
+    assert run.ema == 0.9 and run.iters == 30  # --set and flags win over the file
+    cfg.write_text("mixer: hco\nlr: 0.004\n")
+    with pytest.raises(OptionError, match="recipe.yaml.*'mixer'.*--mixers"):
+        compare.main(["--mixers", "conv", *ARGS, "--config", str(cfg), "--out", str(tmp_path / "b")])
+    cfg.write_text("lr: [0.004\n")
+    with pytest.raises(SandboxError, match="recipe.yaml.*invalid YAML"):
+        compare.main(["--mixers", "conv", *ARGS, "--config", str(cfg), "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_run_configs_are_valid(path):
+    from sandbox.config import RunConfig, apply_overrides
+    from sandbox.engine import check_config, load_config_file
+
+    cfg = apply_overrides(RunConfig(), load_config_file(path), str(path))
+    check_config(cfg)
+    assert not set(compare.RESERVED_KEYS) & set(load_config_file(path)), "a shared recipe must work in compare.py"
+
+
 PLUGIN = textwrap.dedent(
     '''
     """A user's mixer for the compare test."""
