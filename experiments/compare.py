@@ -63,6 +63,7 @@ SETTING_FLAGS = {
     "out": "--out",
 }
 RESERVED_KEYS = ("mixer", "name", "out")  # set by compare.py per run
+RESERVED_WHY = "compare.py sets mixer, name and out for each run itself (use --mixers / --out)"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -111,7 +112,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     set by compare.py per run)."""
     from sandbox.config import parse_set as _parse_set
 
-    return _parse_set(items, {k: f"compare.py sets {k!r} for each run itself" for k in RESERVED_KEYS})
+    return _parse_set(items, dict.fromkeys(RESERVED_KEYS, RESERVED_WHY))
 
 
 # ------------------------------------------------------------------------------------------------- configuration
@@ -128,10 +129,7 @@ def base_config(args: argparse.Namespace):
         loaded = load_config_file(args.config)
         reserved = [k for k in RESERVED_KEYS if k in loaded]
         if reserved:
-            raise OptionError(
-                f"config file {args.config!r} sets {', '.join(map(repr, reserved))}; compare.py sets "
-                "mixer, name and out for each run itself (use --mixers / --out)"
-            )
+            raise OptionError(f"config file {args.config!r} sets {', '.join(map(repr, reserved))}; {RESERVED_WHY}")
         cfg = apply_overrides(cfg, loaded, f"config file {args.config!r}")
     cfg = apply_overrides(cfg, parse_set(args.set), "run config (--set)")
     flags = {

@@ -140,6 +140,9 @@ def parse_set(items: Sequence[str], reserved: Mapping[str, str] | None = None) -
 
 
 # ------------------------------------------------------------------------------------------------------ run config
+LOSSES = ("l1", "l2", "charbonnier")  # RunConfig.loss, in both engines
+
+
 @dataclass
 class RunConfig:
     """Everything one training run needs (``experiments/run.py``, ``sandbox.engine.train``, the sweeps).
@@ -175,7 +178,7 @@ class RunConfig:
     warmup_iters: int = 0
     milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # multistep: fractions of iters
     gamma: float = 0.5  # multistep decay
-    loss: str = "charbonnier"  # l1, l2 (MSE, as DnCNN) or charbonnier
+    loss: str = "charbonnier"  # one of LOSSES: l1, l2 (MSE, as DnCNN) or charbonnier
     charbonnier_eps: float = 1e-3
     ema: float = 0.999  # EMA decay of the weights used for validation and the final evaluation (0: off)
     grad_clip: float | None = None  # max gradient norm (None: off)

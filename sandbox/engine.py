@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import RunConfig, apply_overrides, config_dict
+from .config import LOSSES, RunConfig, apply_overrides, config_dict
 from .errors import OptionError, SandboxError, check_choice, check_int, check_positive
 
 __all__ = [
@@ -122,7 +122,7 @@ def check_config(config: RunConfig) -> None:
         raise OptionError(f"ema={c.ema!r} is not valid; expected a decay in [0, 1) (0: off; e.g. 0.999)")
     check_choice("optimizer", c.optimizer, ("adam", "adamw"))
     check_choice("schedule", c.schedule, ("cosine", "multistep", "constant"))
-    check_choice("loss", c.loss, ("l1", "l2", "charbonnier"))
+    check_choice("loss", c.loss, LOSSES)
     check_choice("amp", c.amp, ("auto", "bf16", "off"))
     if not all(0 < m <= 1 for m in c.milestones):
         raise OptionError(f"milestones={c.milestones!r} is not valid; expected fractions of iters in (0, 1]")

@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, config_dict
-from .errors import OptionError, SandboxError
+from .config import LOSSES, RunConfig, config_dict
+from .errors import OptionError, SandboxError, check_choice
 
 __all__ = [
     "ARCH_TYPES",
@@ -203,8 +203,7 @@ def basicsr_options(
         raise OptionError(f"optimizer={config.optimizer!r} is not one of 'adam', 'adamw'")
     if config.schedule not in ("cosine", "multistep"):
         raise OptionError(f"schedule={config.schedule!r} is not one of 'cosine', 'multistep'")
-    if config.loss not in ("l1", "l2", "charbonnier"):
-        raise OptionError(f"loss={config.loss!r} is not one of 'l1', 'l2', 'charbonnier'")
+    check_choice("loss", config.loss, LOSSES)
     if config.iters < 1 or config.batch_size < 1 or config.patch_size < 1:
         raise OptionError("iters, batch_size and patch_size must be >= 1")
 

@@ -248,9 +248,9 @@ def test_shipped_run_configs_are_valid(path):
     from sandbox.config import RunConfig, apply_overrides
     from sandbox.engine import check_config, load_config_file
 
-    cfg = apply_overrides(RunConfig(), load_config_file(path), str(path))
-    check_config(cfg)
-    assert not set(compare.RESERVED_KEYS) & set(load_config_file(path)), "a shared recipe must work in compare.py"
+    recipe = load_config_file(path)
+    check_config(apply_overrides(RunConfig(), recipe, str(path)))
+    assert not set(compare.RESERVED_KEYS) & set(recipe), "a shared recipe must work in compare.py"
 
 
 PLUGIN = textwrap.dedent(
