@@ -174,6 +174,7 @@ class RunConfig:
     optimizer: str = "adam"  # adam or adamw
     lr: float = 2e-4
     weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW (beta1, beta2); SwinIR's BasicSR options use (0.9, 0.99)
     schedule: str = "cosine"  # cosine or multistep
     warmup_iters: int = 0
     milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # multistep: fractions of iters

@@ -112,6 +112,8 @@ def check_config(config: RunConfig) -> None:
     check_int("log_every", c.log_every, minimum=1)
     check_positive("lr", c.lr)
     check_positive("weight_decay", c.weight_decay, allow_zero=True)
+    if not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in c.betas):
+        raise OptionError(f"betas={c.betas!r} is not valid; expected two decays in [0, 1), e.g. 0.9,0.99")
     check_positive("gamma", c.gamma)
     check_positive("charbonnier_eps", c.charbonnier_eps)
     if c.budget_minutes is not None:
@@ -764,7 +766,7 @@ def train(
     net.to(device)
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = opt_cls(trainable, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     ema = EMA(net, config.ema) if config.ema > 0 else None
     step, wall, best_psnr, history = 0, 0.0, -math.inf, []
     if ckpt is not None:

@@ -17,16 +17,16 @@ process-wide logger and registries start clean. For several GPUs run the printed
 
     torchrun --nproc_per_node=4 -m sandbox.compat.basicsr_train -opt runs/NAME/basicsr_options.yml --launcher pytorch
 
-Mapping (RunConfig -> BasicSR): ``arch`` ir/vheatir/swinir -> ``network_g.type`` SandboxIR/VHeatIR/SandboxSwinIR
-with ``preset``, ``task``, ``in_chans`` (the task's channels), ``mixer`` (ir only) and ``arch_options``;
+Mapping (RunConfig -> BasicSR): ``arch`` ir/vheatir/swinir -> ``network_g.type`` SandboxIR/VHeatIR/SandboxSwinIR with
+``preset``, ``task``, ``in_chans`` (the task's channels), ``mixer`` (ir only) and ``arch_options``;
 ``patch_size``/``batch_size``/``workers`` -> ``datasets.train`` (``batch_size_per_gpu``: BasicSR's batch is per GPU);
-``lr``/``weight_decay``/``optimizer`` -> ``train.optim_g`` (Adam; AdamW via :class:`SandboxSRModel`); ``schedule`` ->
-``CosineAnnealingRestartLR`` (one period of ``iters``, ``eta_min`` 0) or ``MultiStepLR`` (milestones as fractions of
-``iters``); ``warmup_iters`` -> ``warmup_iter``; ``loss`` -> ``L1Loss`` or ``CharbonnierLoss`` (BasicSR's is
-``sqrt(d^2 + eps)``, so ``eps = charbonnier_eps ** 2`` gives ``sqrt(d^2 + charbonnier_eps^2)``); ``ema`` ->
-``ema_decay``; ``eval_every``/``save_every``/``log_every`` -> ``val_freq``/``save_checkpoint_freq``/``print_freq``;
-``seed`` -> ``manual_seed``. Not available in BasicSR's SRModel, hence ignored (listed in ``sandbox.ignored`` of
-the options and printed): ``amp`` (SRModel trains in fp32), ``compile``, ``budget_minutes``.
+``lr``/``weight_decay``/``betas``/``optimizer`` -> ``train.optim_g`` (Adam; AdamW via :class:`SandboxSRModel`);
+``schedule`` -> ``CosineAnnealingRestartLR`` (one period of ``iters``, ``eta_min`` 0) or ``MultiStepLR`` (milestones as
+fractions of ``iters``); ``warmup_iters`` -> ``warmup_iter``; ``loss`` -> ``L1Loss``, ``MSELoss`` or ``CharbonnierLoss``
+(BasicSR's is ``sqrt(d^2 + eps)``, so ``eps = charbonnier_eps ** 2`` gives ``sqrt(d^2 + charbonnier_eps^2)``); ``ema``
+-> ``ema_decay``; ``eval_every``/``save_every``/``log_every`` -> ``val_freq``/``save_checkpoint_freq``/``print_freq``;
+``seed`` -> ``manual_seed``. Not available in BasicSR's SRModel, hence ignored (listed in ``sandbox.ignored`` of the
+options and printed): ``amp`` (SRModel trains in fp32), ``compile``, ``budget_minutes``.
 """
 
 from __future__ import annotations
@@ -221,6 +221,7 @@ def basicsr_options(
         pixel = {"type": "CharbonnierLoss", "loss_weight": 1.0, "reduction": "mean", "eps": config.charbonnier_eps**2}
     optim = {"type": "Adam" if config.optimizer == "adam" else "AdamW", "lr": config.lr}
     optim["weight_decay"] = config.weight_decay
+    optim["betas"] = list(config.betas)
     custom_model = config.optimizer == "adamw" or config.grad_clip is not None
     train = {
         "ema_decay": config.ema,

@@ -148,6 +148,7 @@ def test_checkpoints_are_self_describing_and_evaluate_the_ema(trained):
         assert key in last, key
     assert last["step"] == 12 and last["history"] == result.history and last["wall"] > 0
     assert last["arch_spec"]["mixer"] == "hco" and last["arch_spec"]["in_chans"] == 1
+    assert tuple(last["optimizer"]["param_groups"][0]["betas"]) == result.config.betas == (0.9, 0.999)
     task = build_task_from(result.config)
     net = load_network(None, str(result.run_dir / "checkpoints" / "last.pth"), task)
     for k, v in net.state_dict().items():  # the evaluator picks the EMA weights, not the raw training weights
@@ -344,9 +345,10 @@ def test_config_file_flags_and_set_precedence(run_module, tmp_path):
     cfg = apply_overrides(RunConfig(), run_module.overrides_from(run_module.parse_args(list(map(str, args)))))
     assert (cfg.iters, cfg.lr, cfg.batch_size, cfg.mixer) == (9, 0.1, 3, "sepconv")  # flags beat --config
     sets = ["--set", "iters=11", "--set", "milestones=[0.5,0.8]", "--set", "ema=0", "--set", "mixer=conv:kernel_size=5"]
+    sets += ["--set", "betas=0.9,0.99"]
     cfg = apply_overrides(RunConfig(), run_module.overrides_from(run_module.parse_args(list(map(str, args + sets)))))
     assert cfg.iters == 11 and cfg.milestones == (0.5, 0.8) and cfg.ema == 0.0 and isinstance(cfg.ema, float)
-    assert cfg.mixer == "conv:kernel_size=5" and cfg.lr == 0.1
+    assert cfg.mixer == "conv:kernel_size=5" and cfg.lr == 0.1 and cfg.betas == (0.9, 0.99)
     eval_sets = run_module.overrides_from(run_module.parse_args(["--eval-sets", "Set12, BSD68"]))["eval_sets"]
     assert eval_sets == ("Set12", "BSD68")
 
@@ -379,6 +381,7 @@ def bad_cases(tmp_path: Path, trained_run: Path) -> list[tuple[list, str]]:
         (["--budget-minutes", "-1"], "budget_minutes=-1"),
         (["--set", "lrr=1"], "did you mean 'lr'"),
         (["--set", "batch_size=2.5"], "expected int"),
+        (["--set", "betas=0.9,1.5"], "betas=(0.9, 1.5) is not valid"),
         (["--resume", tmp_path / "nowhere"], "not a run directory"),
         (["--resume", other], "another network"),
         (["--resume", trained_run, "--mixer", "conv"], "cannot change mixer"),

@@ -71,7 +71,7 @@ def test_options_contents_and_file(tmp_path):
     val = opt["datasets"]["val"]
     assert val["type"] == "SandboxEvalDataset" and val["val_images"] == 1 and val["val_crop"] == 32
     assert opt["train"]["total_iter"] == 6 and opt["train"]["ema_decay"] == 0.999
-    assert opt["train"]["optim_g"] == {"type": "Adam", "lr": 2e-4, "weight_decay": 0.0}
+    assert opt["train"]["optim_g"] == {"type": "Adam", "lr": 2e-4, "weight_decay": 0.0, "betas": [0.9, 0.999]}
     assert opt["train"]["scheduler"] == {
         "type": "CosineAnnealingRestartLR",
         "periods": [6],
@@ -107,6 +107,7 @@ def test_options_variants(tmp_path):
         arch_options={"embed_dim": 12},
         optimizer="adamw",
         weight_decay=0.01,
+        betas=(0.9, 0.99),
         grad_clip=0.5,
         schedule="multistep",
         milestones=(0.5, 0.75),
@@ -125,6 +126,7 @@ def test_options_variants(tmp_path):
         "embed_dim": 12,
     }
     assert opt["model_type"] == "SandboxSRModel" and opt["train"]["optim_g"]["type"] == "AdamW"
+    assert opt["train"]["optim_g"]["betas"] == [0.9, 0.99]
     assert opt["train"]["grad_clip"] == 0.5
     assert opt["train"]["scheduler"] == {"type": "MultiStepLR", "milestones": [3, 4], "gamma": 0.5}
     assert opt["train"]["pixel_opt"]["type"] == "L1Loss"
