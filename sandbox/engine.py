@@ -95,6 +95,11 @@ class TrainingDiverged(SandboxError):
 
 
 # ------------------------------------------------------------------------------------------------- configuration
+def _is_decay(value: Any) -> bool:
+    """A number in [0, 1): an EMA or Adam beta decay."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+
+
 def check_config(config: RunConfig) -> None:
     """Raise a one-line :class:`OptionError` for a value outside what training accepts."""
     if not isinstance(config, RunConfig):
@@ -112,7 +117,7 @@ def check_config(config: RunConfig) -> None:
     check_int("log_every", c.log_every, minimum=1)
     check_positive("lr", c.lr)
     check_positive("weight_decay", c.weight_decay, allow_zero=True)
-    if not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in c.betas):
+    if len(c.betas) != 2 or not all(map(_is_decay, c.betas)):
         raise OptionError(f"betas={c.betas!r} is not valid; expected two decays in [0, 1), e.g. 0.9,0.99")
     check_positive("gamma", c.gamma)
     check_positive("charbonnier_eps", c.charbonnier_eps)
@@ -120,7 +125,7 @@ def check_config(config: RunConfig) -> None:
         check_positive("budget_minutes", c.budget_minutes)
     if c.grad_clip is not None:
         check_positive("grad_clip", c.grad_clip)
-    if not (isinstance(c.ema, (int, float)) and not isinstance(c.ema, bool) and 0 <= c.ema < 1):
+    if not _is_decay(c.ema):
         raise OptionError(f"ema={c.ema!r} is not valid; expected a decay in [0, 1) (0: off; e.g. 0.999)")
     check_choice("optimizer", c.optimizer, ("adam", "adamw"))
     check_choice("schedule", c.schedule, ("cosine", "multistep", "constant"))
@@ -766,7 +771,7 @@ def train(
     net.to(device)
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(trainable, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    optimizer = opt_cls(trainable, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     ema = EMA(net, config.ema) if config.ema > 0 else None
     step, wall, best_psnr, history = 0, 0.0, -math.inf, []
     if ckpt is not None:
