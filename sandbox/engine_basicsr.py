@@ -41,14 +41,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import LOSSES, RunConfig, config_dict
-from .errors import OptionError, SandboxError, check_choice
+from .config import RunConfig, config_dict
+from .engine import check_config
+from .errors import OptionError, SandboxError
 
 __all__ = [
     "ARCH_TYPES",
     "OPTIONS_FILE",
     "basicsr_command",
     "basicsr_options",
+    "check_basicsr_config",
     "experiment_dir",
     "latest_state",
     "run_dir_of",
@@ -174,6 +176,19 @@ def _ignored(config: RunConfig, cuda: bool) -> list[str]:
     return out
 
 
+def check_basicsr_config(config: RunConfig) -> None:
+    """The built-in engine's checks (:func:`sandbox.engine.check_config`: betas, ema, sizes, loss, ...), then the
+    limits of BasicSR's pipeline; a one-line :class:`OptionError` for the first bad value. ``val_images=0`` is
+    allowed here: it turns BasicSR's validation off."""
+    import dataclasses
+
+    check_config(dataclasses.replace(config, val_images=1) if config.val_images == 0 else config)
+    if config.schedule == "constant":
+        raise OptionError(
+            "schedule='constant' is not available with the BasicSR engine; expected 'cosine' or 'multistep'"
+        )
+
+
 def basicsr_options(
     config: RunConfig, run_dir: str | os.PathLike, *, resume_state: str | os.PathLike | None = None
 ) -> dict[str, Any]:
@@ -199,13 +214,7 @@ def basicsr_options(
     cuda = resolve_device(config.device).type == "cuda"
     root = data_root(config.data_root)
     root = str(root) if root is not None else None
-    if config.optimizer not in ("adam", "adamw"):
-        raise OptionError(f"optimizer={config.optimizer!r} is not one of 'adam', 'adamw'")
-    if config.schedule not in ("cosine", "multistep"):
-        raise OptionError(f"schedule={config.schedule!r} is not one of 'cosine', 'multistep'")
-    check_choice("loss", config.loss, LOSSES)
-    if config.iters < 1 or config.batch_size < 1 or config.patch_size < 1:
-        raise OptionError("iters, batch_size and patch_size must be >= 1")
+    check_basicsr_config(config)
 
     if config.schedule == "cosine":
         scheduler = {"type": "CosineAnnealingRestartLR", "periods": [config.iters], "restart_weights": [1.0]}
@@ -346,6 +355,7 @@ def train_basicsr(config: RunConfig, resume: str | os.PathLike | None = None, la
 
     if launcher not in ("none", "pytorch", "slurm"):
         raise OptionError(f"launcher={launcher!r} is not one of 'none', 'pytorch', 'slurm'")
+    check_basicsr_config(config)  # before any folder is made: a bad value leaves nothing behind
     state = None
     auto = False
     rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun every rank calls this; rank 0 checks

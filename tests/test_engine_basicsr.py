@@ -141,6 +141,26 @@ def test_options_variants(tmp_path):
         basicsr_options(tiny(arch_options={"in_chans": 3}), tmp_path / "x")
 
 
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"betas": (0.9, 1.5)}, "betas"),
+        ({"ema": 1.0}, "ema"),
+        ({"patch_size": 4}, "patch_size"),
+        ({"loss": "huber"}, "loss"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"schedule": "constant"}, "constant"),
+    ],
+)
+def test_bad_options_fail_before_anything_is_written(tmp_path, bad, match):
+    """The BasicSR engine applies the built-in engine's checks (a bad value never reaches BasicSR) plus its own."""
+    with pytest.raises(OptionError, match=match):
+        basicsr_options(tiny(**bad), tmp_path / "opt")
+    with pytest.raises(OptionError, match=match):
+        train_basicsr(tiny(out=str(tmp_path / "runs"), name="r", **bad))
+    assert not (tmp_path / "opt").exists() and not (tmp_path / "runs").exists()
+
+
 def test_locate_resume(tmp_path):
     run = tmp_path / "runs" / "r1"
     states = run / "experiments" / "r1" / "training_states"
