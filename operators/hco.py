@@ -260,6 +260,10 @@ class HeatConduction(nn.Module):
         t: diffusion time (vHeat: 1, absorbed into k).
         embed_size: side of the frequency value embedding for the predicted modes.
         dct_path: ``auto`` (fastest for the size and device), ``matrix`` or ``fft``.
+        k_bias: initial bias of ``to_k`` in the predicted modes, so k starts near this value. vHeat's 0 starts
+            HCO as a near-identity filter (|k| ~ 4e-3) with about half of the ReLU units at k = 0, and a unit
+            that reaches k = 0 gets no gradient any more; a positive value starts every frequency as a live
+            diffusion (0.5: a Gaussian blur of variance 1 px^2).
     """
 
     def __init__(
@@ -270,6 +274,7 @@ class HeatConduction(nn.Module):
         t: float = 1.0,
         embed_size: int = 64,
         dct_path: str = "auto",
+        k_bias: float = 0.0,
     ) -> None:
         super().__init__()
         check_choice("k_mode", k_mode, K_MODES)
@@ -277,6 +282,7 @@ class HeatConduction(nn.Module):
         check_positive("k", k, allow_zero=True)
         check_positive("t", t, allow_zero=True)
         check_positive("embed_size", embed_size)
+        check_positive("k_bias", k_bias, allow_zero=True)
         self.dim, self.k_mode, self.t, self.dct_path = dim, k_mode, float(t), dct_path
         self.k = float(k)
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
@@ -293,12 +299,14 @@ class HeatConduction(nn.Module):
         self._cache = SizeCache()
         self._eval_cache = SizeCache(maxsize=4)  # inference decays per size, see decay()
         self._eval_state: tuple = ()
-        self._init_weights()
+        self._init_weights(float(k_bias))
 
-    def _init_weights(self) -> None:  # vHeat: Linear trunc_normal(0.02) and zero bias; convs keep PyTorch's default
+    def _init_weights(self, k_bias: float) -> None:  # vHeat: Linear trunc_normal(0.02), zero bias; convs: PyTorch's
         for m in (self.linear, self.out_linear, *([self.to_k[0]] if hasattr(self, "to_k") else [])):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
+        if hasattr(self, "to_k"):
+            nn.init.constant_(self.to_k[0].bias, k_bias)
 
     # ------------------------------------------------------------------------------------------------ shared FVE
     def bind_frequency_embedding(self, embed: FrequencyEmbedding) -> None:

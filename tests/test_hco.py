@@ -138,6 +138,13 @@ def test_predicted_k_is_nonnegative_and_resampled():
     assert m.freq_embed.weight.shape == (16, 16, 8)
 
 
+def test_k_bias_starts_every_unit_alive():
+    vheat = build_mixer({"name": "hco", "embed_size": 16}, 8).conductivity(16, 16)  # (C, 16, 16)
+    live = build_mixer({"name": "hco", "embed_size": 16, "k_bias": 0.5}, 8).conductivity(16, 16)
+    assert vheat.abs().max() < 0.1 and (vheat == 0).float().mean() > 0.2  # vHeat's init: near identity, ReLU-dead units
+    assert (live > 0).all() and (live - 0.5).abs().max() < 0.1
+
+
 def test_zero_k_is_identity_filter():
     layer = HeatConduction(3, k_mode="fixed", k=0.0)
     x = torch.randn(1, 3, 9, 10)
@@ -205,7 +212,7 @@ def test_decay_stays_in_fp32_under_autocast():
 
 @pytest.mark.parametrize(
     "spec",
-    ["hco:k_mode=fix", "hco:dct_path=fast", "hco:k=-1", "hco:embed_size=0", "hco:t=-0.5"],
+    ["hco:k_mode=fix", "hco:dct_path=fast", "hco:k=-1", "hco:embed_size=0", "hco:t=-0.5", "hco:k_bias=-1"],
 )
 def test_bad_options(spec):
     with pytest.raises(OptionError):
