@@ -260,10 +260,11 @@ class HeatConduction(nn.Module):
         t: diffusion time (vHeat: 1, absorbed into k).
         embed_size: side of the frequency value embedding for the predicted modes.
         dct_path: ``auto`` (fastest for the size and device), ``matrix`` or ``fft``.
-        k_bias: initial bias of ``to_k`` in the predicted modes, so k starts near this value. vHeat's 0 starts
-            HCO as a near-identity filter (|k| ~ 4e-3) with about half of the ReLU units at k = 0, and a unit
-            that reaches k = 0 gets no gradient any more; a positive value starts every frequency as a live
-            diffusion (0.5: a Gaussian blur of variance 1 px^2).
+        k_bias: constant added before the ReLU in the predicted modes, k = ReLU(Linear(FVE) + k_bias), so k starts
+            near this value. vHeat's 0 starts HCO as a near-identity filter (|k| ~ 4e-3) with about half of the
+            ReLU units at k = 0, and a unit that reaches k = 0 gets no gradient any more; a positive value starts
+            every frequency as a live diffusion (0.5: a Gaussian blur of variance 1 px^2). A constant rather than
+            an initial bias, so a network's own weight init cannot undo it; the state_dict keeps vHeat's keys.
     """
 
     def __init__(
@@ -299,14 +300,13 @@ class HeatConduction(nn.Module):
         self._cache = SizeCache()
         self._eval_cache = SizeCache(maxsize=4)  # inference decays per size, see decay()
         self._eval_state: tuple = ()
-        self._init_weights(float(k_bias))
+        self.k_bias = float(k_bias)
+        self._init_weights()
 
-    def _init_weights(self, k_bias: float) -> None:  # vHeat: Linear trunc_normal(0.02), zero bias; convs: PyTorch's
+    def _init_weights(self) -> None:  # vHeat: Linear trunc_normal(0.02) and zero bias; convs keep PyTorch's default
         for m in (self.linear, self.out_linear, *([self.to_k[0]] if hasattr(self, "to_k") else [])):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
-        if hasattr(self, "to_k"):
-            nn.init.constant_(self.to_k[0].bias, k_bias)
 
     # ------------------------------------------------------------------------------------------------ shared FVE
     def bind_frequency_embedding(self, embed: FrequencyEmbedding) -> None:
@@ -335,10 +335,10 @@ class HeatConduction(nn.Module):
     def conductivity(self, h: int, w: int) -> Tensor:
         """k on the (h, w) frequency grid: a scalar tensor (fixed, learnable) or (C, h, w) (predicted), fp32.
 
-        Predicted: k = ReLU(Linear(resample(FVE))), computed as ReLU(resample(Linear(FVE))). The two are equal up to
-        rounding (the Linear mixes channels, the bicubic resampling mixes positions with weights summing to 1), and
-        this order runs the Linear on the embedding's own grid (embed_size^2 points, not h * w) and resamples
-        straight into the (C, h, w) layout the decay needs.
+        Predicted: k = ReLU(Linear(resample(FVE)) + k_bias), computed as ReLU(resample(Linear(FVE) + k_bias)). The
+        two are equal up to rounding (the Linear mixes channels, the bicubic resampling mixes positions with weights
+        summing to 1), and this order runs the Linear on the embedding's own grid (embed_size^2 points, not h * w)
+        and resamples straight into the (C, h, w) layout the decay needs.
         """
         if self.k_mode == "fixed":
             return torch.tensor(self.k)
@@ -346,6 +346,7 @@ class HeatConduction(nn.Module):
             return F.softplus(self.k_raw.float())
         linear, act = self.to_k
         k = linear(self._embedding().weight.float())  # (h0, w0, C) on the embedding's grid
+        k = k + self.k_bias if self.k_bias else k
         return act(resample_bicubic(k.permute(2, 0, 1), h, w))  # (C, h, w)
 
     def decay(self, h: int, w: int, device: torch.device) -> Tensor:
