@@ -70,6 +70,15 @@ SHAPE_KEYS = ("task", "sigma", "quality", "arch", "mixer", "preset", "arch_optio
 RESOLVED_KEYS = ("data_root", "train_sets", "eval_sets", "name", "device")
 KILL_ENV = "SANDBOX_TEST_KILL_AT_STEP"  # tests: SIGKILL the process right after last.pth of this step is saved
 MACS_SIZE = 256  # MACs and inference time are measured on a 1 x C x 256 x 256 input
+BF16_CPU_NOTE = "this CPU has no bf16 instructions: amp=bf16 is emulated and slower than fp32 here; set amp=off"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has fast bf16 kernels for this CPU (x86 with AVX512 core, AVX512_BF16 or AMX; ARM with BF16)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the query: assume yes rather than warn wrongly
+        return True
 
 
 # ------------------------------------------------------------------------------------------------------- results
@@ -854,6 +863,7 @@ def train(
         f"seed {config.seed}, device {device}{', bf16' if use_amp else ''}"
         + (f"\n  changed on resume: {changes}" if changes else "")
         + (f"\n  note: {EMBEDDED_NOTE}" if root is None else "")
+        + (f"\n  note: {BF16_CPU_NOTE}" if use_amp and device.type == "cpu" and not cpu_has_bf16() else "")
     )
     if resume is None:
         events("start", config=config_dict(config), params=params, device=str(device), data=data_desc)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from sandbox import engine
 from sandbox.checkpoint import torch_load
 from sandbox.config import RunConfig, apply_overrides
 from sandbox.engine import (
@@ -173,6 +174,18 @@ def test_name_is_never_overwritten_and_budget_stops(tmp_path):
     assert result.stopped == "budget" and 0 < result.step < 1000
     assert result.history[-1]["step"] == result.step  # validated at the stop
     assert torch_load(result.run_dir / "checkpoints" / "last.pth")["step"] == result.step
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_trains_on_cpu(tmp_path, monkeypatch, capsys, native):
+    """amp=bf16 on the CPU trains (the 30-minute recipe uses it); a CPU without bf16 kernels gets a note, not a
+    silent slowdown."""
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: native)
+    result = train(tiny(tmp_path, iters=2, eval_every=0, amp="bf16", device="cpu"), progress=True)
+    header = capsys.readouterr().out
+    assert "device cpu, bf16" in header
+    assert (engine.BF16_CPU_NOTE in header) is not native
+    assert result.step == 2 and np.isfinite(result.final[next(iter(result.final))]["psnr"])
 
 
 class Pruned(Exception):
