@@ -70,7 +70,7 @@ SHAPE_KEYS = ("task", "sigma", "quality", "arch", "mixer", "preset", "arch_optio
 RESOLVED_KEYS = ("data_root", "train_sets", "eval_sets", "name", "device")
 KILL_ENV = "SANDBOX_TEST_KILL_AT_STEP"  # tests: SIGKILL the process right after last.pth of this step is saved
 MACS_SIZE = 256  # MACs and inference time are measured on a 1 x C x 256 x 256 input
-BF16_CPU_NOTE = "this CPU has no bf16 instructions: amp=bf16 is emulated and slower than fp32 here; set amp=off"
+BF16_CPU_NOTE = "oneDNN has no bf16 kernels for this CPU: amp=bf16 is emulated, likely slower than fp32; use amp=off"
 
 
 def cpu_has_bf16() -> bool:
