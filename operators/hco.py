@@ -105,13 +105,17 @@ def _idct_last(y: Tensor) -> Tensor:
     return torch.stack([even, odd], dim=-1).reshape(*v.shape[:-1], 2 * half)[..., :n]  # interleaved
 
 
-def _scipy_dctn(x: Tensor, inverse: bool) -> Tensor:
-    """scipy's orthonormal 2-D DCT-II (or its inverse) over the last two dims of a CPU tensor, with torch's threads."""
+def _scipy_dctn(x: Tensor, inverse: bool, overwrite: bool = False) -> Tensor:
+    """scipy's orthonormal 2-D DCT-II (or its inverse) over the last two dims of a CPU tensor, with torch's threads.
+
+    ``overwrite=True`` lets scipy reuse ``x``'s memory (its contents are lost): only for scratch tensors.
+    """
     import scipy.fft
 
     f = scipy.fft.idctn if inverse else scipy.fft.dctn
     a = x.detach().contiguous().numpy()
-    return torch.from_numpy(f(a, type=2, norm="ortho", axes=(-2, -1), workers=torch.get_num_threads()))
+    out = f(a, type=2, norm="ortho", axes=(-2, -1), workers=torch.get_num_threads(), overwrite_x=overwrite)
+    return torch.from_numpy(out)
 
 
 class _ScipyDCT2(torch.autograd.Function):
@@ -129,6 +133,35 @@ class _ScipyDCT2(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         return _scipy_dctn(grad, not ctx.inverse), None
+
+
+class _ScipyHeat(torch.autograd.Function):
+    """u = IDCT2(DCT2(x) * decay) of a CPU tensor by scipy.fft, fused into one autograd node.
+
+    With S = DCT2(x) and G = DCT2(grad_u) (the operator is symmetric: C^T diag(d) C), grad_x = IDCT2(G * decay) and
+    grad_decay = sum over broadcast dims of S * G. Compared with DCT, multiply and IDCT as three nodes, the spectra are
+    scaled in place (no product tensor per direction) and S is kept only when decay needs a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, decay: Tensor) -> Tensor:
+        spec = _scipy_dctn(x, inverse=False)  # (B, C, H, W), a fresh tensor
+        if ctx.needs_input_grad[1]:
+            ctx.save_for_backward(spec, decay)
+            spec = spec * decay  # S is kept for grad_decay
+        else:
+            ctx.save_for_backward(decay)
+            spec.mul_(decay)
+        return _scipy_dctn(spec, inverse=True, overwrite=True)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        decay = ctx.saved_tensors[-1]
+        g = _scipy_dctn(grad, inverse=False)  # (B, C, H, W)
+        grad_decay = (ctx.saved_tensors[0] * g).sum_to_size(decay.shape) if ctx.needs_input_grad[1] else None
+        grad_x = _scipy_dctn(g.mul_(decay), inverse=True, overwrite=True) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_decay
 
 
 def _transposed(x: Tensor) -> Tensor:
@@ -170,6 +203,8 @@ def heat_conduction(x: Tensor, decay: Tensor, path: str = "auto") -> Tensor:
     """u = IDCT2(DCT2(x) * decay) for x (B, C, H, W) and decay broadcastable to (C, H, W); fp32 in and out."""
     if path == "auto":
         path = pick_path(x.shape[-2], x.shape[-1], x.device)
+    if path == "fft" and x.device.type == "cpu":
+        return _ScipyHeat.apply(x, decay)
     return idct2(dct2(x, path) * decay, path)
 
 
