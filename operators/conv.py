@@ -7,6 +7,8 @@ from torch import Tensor, nn
 from sandbox.errors import check_int
 from sandbox.registry import register_mixer
 
+from ._common import DepthwiseConv2d
+
 
 def check_odd_kernel(kernel_size) -> None:
     check_int("kernel_size", kernel_size, 1, odd=True, hint=" (3, 5, 7, ...)")
@@ -29,7 +31,7 @@ class DepthwiseConvMixer(nn.Module):
     def __init__(self, dim: int, kernel_size: int = 7) -> None:
         super().__init__()
         check_odd_kernel(kernel_size)
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.dwconv = DepthwiseConv2d(dim, kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dwconv(x)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from sandbox.errors import check_choice, check_positive
 from sandbox.registry import register_mixer
 
-from ._common import fp32, linear_cf
+from ._common import DepthwiseConv2d, fp32, linear_cf
 from .conv import check_odd_kernel
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
@@ -131,7 +131,7 @@ class FTFU(nn.Module):
         check_positive("tau_min", tau_min)
         self.dim, self.activation = dim, activation
         self.time_scale, self.tau_min = float(time_scale), float(tau_min)
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.dwconv = DepthwiseConv2d(dim, kernel_size)
         self.gate = nn.Linear(dim, dim)  # G: GAP(X) -> pre-softplus tau
         self.beta = nn.Parameter(torch.ones(dim))
         self.A = nn.Parameter(torch.ones(dim))

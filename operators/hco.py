@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from sandbox.errors import SandboxError, check_choice, check_positive
 from sandbox.registry import register_mixer
 
-from ._common import LayerNormCF, SizeCache, fp32, linear_cf
+from ._common import DepthwiseConv2d, LayerNormCF, SizeCache, fp32, linear_cf
 
 K_MODES = ("fixed", "learnable", "predicted", "predicted_shared")
 DCT_PATHS = ("auto", "matrix", "fft")
@@ -321,7 +321,7 @@ class HeatConduction(nn.Module):
         check_positive("k_bias", k_bias, allow_zero=True)
         self.dim, self.k_mode, self.t, self.dct_path = dim, k_mode, float(t), dct_path
         self.k = float(k)
-        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.dwconv = DepthwiseConv2d(dim, 3)
         self.linear = nn.Linear(dim, 2 * dim)
         self.out_norm = LayerNormCF(dim)
         self.out_linear = nn.Linear(dim, dim)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from sandbox.errors import OptionError, check_int, check_positive
 from sandbox.registry import register_mixer
 
-from ._common import InferenceCache, LayerNormCF, SizeCache, fp32, linear_cf
+from ._common import DepthwiseConv2d, InferenceCache, LayerNormCF, SizeCache, fp32, linear_cf
 from ._fft import fftconv2d
 from .hyena import check_filter_size, modulation_deltas, sin_mlp
 
@@ -222,9 +222,7 @@ class HyenaPixelMixer(nn.Module):
         self.dim = dim
         self.use_layernorm = bool(use_layernorm)
         self.pointwise_conv = nn.Conv2d(dim, 3 * dim, 1)
-        self.depthwise_conv = nn.Conv2d(
-            3 * dim, 3 * dim, short_kernel_size, padding=short_kernel_size // 2, groups=3 * dim
-        )
+        self.depthwise_conv = DepthwiseConv2d(3 * dim, short_kernel_size)
         self.long_conv = HyenaPixelFilter(dim, filter_size, emb_dim, filter_order, decay_scale, sin_freq, learned_pos)
         if self.use_layernorm:
             self.qk_norm = LayerNormCF(dim, bias=False)

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from sandbox.registry import register_mixer
 
-from ._common import StarReLU, linear_cf
+from ._common import DepthwiseConv2d, StarReLU, linear_cf
 from .conv import check_odd_kernel
 
 
@@ -35,7 +35,7 @@ class SepConvMixer(nn.Module):
         hidden = int(expansion_ratio * dim)
         self.pwconv1 = nn.Linear(dim, hidden, bias=False)
         self.act = StarReLU()
-        self.dwconv = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden, bias=False)
+        self.dwconv = DepthwiseConv2d(hidden, kernel_size, bias=False)
         self.pwconv2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:

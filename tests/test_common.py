@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from operators._common import LayerNormCF, layer_norm_cf, linear_cf
+from operators._common import DepthwiseConv2d, LayerNormCF, layer_norm_cf, linear_cf
 
 
 @pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True), (False, False)])
@@ -67,6 +67,75 @@ def test_layer_norm_cf_statistics_stay_fp32_under_autocast():
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)  # bf16 statistics would be off by about 1e-2
     assert torch.isfinite(x.grad).all()
+
+
+def _twin_convs(channels: int, kernel: int, bias: bool, dtype=torch.float64):
+    """A DepthwiseConv2d and the plain nn.Conv2d it stands for, with the same weights."""
+    torch.manual_seed(0)
+    ours = DepthwiseConv2d(channels, kernel, bias=bias).to(dtype)
+    ref = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=bias).to(dtype)
+    ref.load_state_dict(ours.state_dict())  # same keys and shapes
+    return ours, ref
+
+
+@pytest.mark.parametrize(
+    "batch,channels,hw,kernel",
+    [(1, 3, (9, 7), 5), (3, 4, (6, 11), 5), (2, 2, (5, 5), 7), (2, 3, (4, 6), 9), (2, 3, (6, 5), 3)],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_depthwise_conv_matches_conv2d(batch, channels, hw, kernel, bias):
+    """Values and all three gradients of the hand-written backward (kernels above 3 x 3) equal autograd's through
+    nn.Conv2d (fp64); 3 x 3 keeps PyTorch's backward."""
+    ours, ref = _twin_convs(channels, kernel, bias)
+    x = torch.randn(batch, channels, *hw, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(batch, channels, *hw, dtype=torch.float64)
+    grads = []
+    for conv in (ours, ref):
+        x.grad = None
+        y = conv(x)
+        y.backward(g)
+        own = type(y.grad_fn).__name__ == "_DepthwiseConv2dBackward"
+        assert own == (conv is ours and kernel > 3)
+        grads.append((y, x.grad, *(p.grad for p in conv.parameters())))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda a, w: F.conv2d(a, w, padding=kernel // 2, groups=channels), (x, ours.weight))
+    assert torch.autograd.gradcheck(ours, (x,))
+
+
+def test_depthwise_conv_gradient_patterns_and_inference():
+    """Only the gradients asked for are computed; inference (no_grad) and a frozen layer on a constant input take
+    nn.Conv2d's own path with the same result."""
+    ours, ref = _twin_convs(4, 5, True)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x))
+    ours.weight.requires_grad_(False)
+    ours.bias.requires_grad_(False)
+    assert not ours(x).requires_grad
+    xg = x.clone().requires_grad_(True)
+    ours(xg).sum().backward()
+    xr = x.clone().requires_grad_(True)
+    ref(xr).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad)
+    assert ours.weight.grad is None
+
+
+def test_depthwise_conv_under_bf16_autocast_keeps_dtypes():
+    """Under CPU bf16 autocast the layer computes in bf16 like nn.Conv2d, and the gradients keep fp32 dtypes."""
+    ours, ref = _twin_convs(8, 5, True, torch.float32)
+    x = torch.randn(2, 8, 12, 12)
+    outs = []
+    for conv in (ours, ref):
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(xi)
+        y.float().square().mean().backward()
+        outs.append((y, xi.grad, conv.weight.grad, conv.bias.grad))
+    for a, b in zip(*outs):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a.float(), b.float(), atol=3e-2, rtol=3e-2)
+    assert outs[0][0].dtype == torch.bfloat16 and outs[0][2].dtype == torch.float32
 
 
 @pytest.mark.parametrize("bias", [True, False])
