@@ -140,6 +140,25 @@ def test_fftconv_gradients_match_direct_convolution(mode, u_shape, k_shape):
     torch.testing.assert_close(dk.double(), dk_ref, atol=1e-4, rtol=1e-4)
 
 
+def test_fftconv_torch_fft_path_matches_direct(monkeypatch):
+    """The torch.fft branch that CUDA takes (pruned transforms, wrapped kernel), run here on the CPU."""
+    import operators._fft as fft_mod
+
+    monkeypatch.setattr(fft_mod, "_on_scipy", lambda x: False)
+    u2, k2 = _randn(2, 3, 7, 9, seed=1), _randn(3, 13, 5, seed=2)
+    u1, k1 = _randn(2, 3, 12, seed=3), _randn(3, 7, seed=4)
+    cases = [(fftconv2d, _direct_2d, u2, k2)]
+    cases += [
+        (lambda a, b, m=m: fftconv1d(a, b, m), d, u1, k1)
+        for m, d in (("causal", _direct_causal), ("centred", _direct_centred))
+    ]
+    for fft, direct, u, k in cases:
+        torch.testing.assert_close(fft(u, k).double(), direct(u, k), atol=1e-5, rtol=1e-5)
+        g = _randn(*u.shape, seed=7)
+        for got, ref in zip(_grads(fft, u, k, g), _grads(direct, u.double(), k.double(), g.double())):
+            torch.testing.assert_close(got.double(), ref, atol=1e-4, rtol=1e-4)
+
+
 def test_fft_helpers_compute_in_fp32_under_bf16_autocast():
     u, k = _randn(1, 2, 5, 6).bfloat16(), _randn(2, 9, 11)
     with torch.autocast("cpu", dtype=torch.bfloat16):
