@@ -93,9 +93,11 @@ def test_guard_predicts_from_the_previous_size():
     with pytest.raises(bench.CellSkipped, match="predicted 16 s"):
         guard.check("train", 400)
     guard = bench.Guard(max_seconds=1e9, max_bytes=2**30)
-    guard.record("train", 100, bench.Phase(1e-3, 2**29))
+    guard.record("train", 100, bench.Phase(1e-3, 2**27))
+    guard.check("train", 400)  # predicted 0.5 GB, 0.75 GB with the margin: fine
+    guard.record("train", 100, bench.Phase(1e-3, 2**28))
     with pytest.raises(bench.CellSkipped, match="--max-memory-gb"):
-        guard.check("train", 400)
+        guard.check("train", 300)  # predicted 0.75 GB, 1.1 GB with the margin
 
 
 # ---------------------------------------------------------------------------------------------------- mixers
