@@ -38,8 +38,8 @@ How things are measured:
   attention; FFTs and elementwise ops not counted).
 - A cell that cannot run prints ``n/a (reason)`` and the run goes on: a size that is not a multiple of the mixer's
   ``size_multiple``, running out of memory, an error raised by the mixer, or a call predicted (from the previous size,
-  time ~ tokens^2, memory ~ tokens with a 1.5x margin) or measured to take more than ``--max-seconds`` or more memory than
-  ``--max-memory-gb``.
+  time ~ tokens^2, memory ~ tokens with a 1.5x margin) or measured to take more than ``--max-seconds`` or more memory
+  than ``--max-memory-gb``.
 """
 
 from __future__ import annotations
