@@ -23,6 +23,7 @@ from sandbox.errors import SandboxError, check_choice, check_positive
 from sandbox.registry import register_mixer
 
 from ._common import DepthwiseConv2d, LayerNormCF, SizeCache, fp32, linear_cf
+from ._fft import _on_scipy
 
 K_MODES = ("fixed", "learnable", "predicted", "predicted_shared")
 DCT_PATHS = ("auto", "matrix", "fft")
@@ -157,9 +158,9 @@ class _ScipyHeat(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        decay = ctx.saved_tensors[-1]
+        *spec, decay = ctx.saved_tensors  # spec = [S] only when decay needs a gradient
         g = _scipy_dctn(grad, inverse=False)  # (B, C, H, W)
-        grad_decay = (ctx.saved_tensors[0] * g).sum_to_size(decay.shape) if ctx.needs_input_grad[1] else None
+        grad_decay = (spec[0] * g).sum_to_size(decay.shape) if ctx.needs_input_grad[1] else None
         grad_x = _scipy_dctn(g.mul_(decay), inverse=True, overwrite=True) if ctx.needs_input_grad[0] else None
         return grad_x, grad_decay
 
@@ -181,7 +182,7 @@ def _idct2_torch(y: Tensor) -> Tensor:
 def dct2(x: Tensor, path: str = "matrix") -> Tensor:
     """Orthonormal 2-D DCT-II over the last two dims (scipy ``dctn(x, type=2, norm="ortho", axes=(-2, -1))``)."""
     if path == "fft":
-        return _ScipyDCT2.apply(x, False) if x.device.type == "cpu" else _dct2_torch(x)
+        return _ScipyDCT2.apply(x, False) if _on_scipy(x) else _dct2_torch(x)
     h, w = x.shape[-2:]
     return cos_basis(h, x.device) @ x @ cos_basis(w, x.device).T  # (..., H, W)
 
@@ -189,7 +190,7 @@ def dct2(x: Tensor, path: str = "matrix") -> Tensor:
 def idct2(y: Tensor, path: str = "matrix") -> Tensor:
     """Inverse of :func:`dct2` (orthonormal 2-D DCT-III)."""
     if path == "fft":
-        return _ScipyDCT2.apply(y, True) if y.device.type == "cpu" else _idct2_torch(y)
+        return _ScipyDCT2.apply(y, True) if _on_scipy(y) else _idct2_torch(y)
     h, w = y.shape[-2:]
     return cos_basis(h, y.device).T @ y @ cos_basis(w, y.device)
 
@@ -203,7 +204,7 @@ def heat_conduction(x: Tensor, decay: Tensor, path: str = "auto") -> Tensor:
     """u = IDCT2(DCT2(x) * decay) for x (B, C, H, W) and decay broadcastable to (C, H, W); fp32 in and out."""
     if path == "auto":
         path = pick_path(x.shape[-2], x.shape[-1], x.device)
-    if path == "fft" and x.device.type == "cpu":
+    if path == "fft" and _on_scipy(x):
         return _ScipyHeat.apply(x, decay)
     return idct2(dct2(x, path) * decay, path)
 
