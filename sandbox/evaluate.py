@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,10 +37,13 @@ __all__ = [
     "load_network",
     "to_uint8",
     "write_text_atomic",
+    "read_per_image",
+    "PER_IMAGE_FILE",
 ]
 
 Restorer = Callable[[np.ndarray], np.ndarray]  # degraded float32 (H, W) or (H, W, 3) RGB -> restored, same shape
 METHODS = ("noisy", "bm3d", "nlm")
+PER_IMAGE_FILE = "per_image.csv"  # in every run directory and evaluation folder: one row per (set, image)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -165,6 +169,7 @@ class EvalResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""
+    degradation: str = ""  # "<task name>:<level>" ("denoise:sigma=25"): two results pair only when these agree
 
     def sets(self) -> list[str]:
         return list(dict.fromkeys(r["set"] for r in self.rows))
@@ -191,14 +196,48 @@ class EvalResult:
         return markdown_table(header, rows, align="lr" + "r" * (len(self.metrics) + 1))
 
     def write_csv(self, path: str | Path) -> Path:
-        """Per-image CSV, written atomically."""
+        """Per-image CSV (``set, image, degradation, <metrics>, input_psnr, seconds``), written atomically.
+
+        ``degradation`` and ``input_psnr`` let :func:`read_per_image` callers check that two results were measured
+        on the same degraded inputs before pairing them image by image."""
         buf = io.StringIO()
-        keys = ["set", "image", *self.metrics, "input_psnr", "seconds"]
-        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        keys = ["set", "image", "degradation", *self.metrics, "input_psnr", "seconds"]
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in self.rows:
+            r = {"degradation": self.degradation, **r}
             w.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in keys})
         return write_text_atomic(Path(path), buf.getvalue())
+
+
+def read_per_image(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a per-image CSV (a file, or a run / evaluation folder holding ``per_image.csv``), numbers as
+    floats. A missing or malformed file is one :class:`SandboxError` line naming it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PER_IMAGE_FILE
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise SandboxError(
+            f"no per-image results at {str(path)!r} ({e.strerror or e}); evaluate the run first"
+        ) from None
+    if not rows or not {"set", "image", "psnr"} <= set(rows[0]):
+        raise SandboxError(f"{str(path)!r} is not a per-image results file (expected columns set, image, psnr, ...)")
+    out = []
+    for i, row in enumerate(rows, 2):
+        rec: dict[str, Any] = {}
+        for k, v in row.items():
+            if k in ("set", "image", "degradation"):
+                rec[k] = v or ""
+                continue
+            try:
+                rec[k] = float(v) if v not in (None, "") else math.nan
+            except ValueError:
+                raise SandboxError(f"{str(path)!r} line {i}: {k}={v!r} is not a number") from None
+        out.append(rec)
+    return out
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -261,7 +300,9 @@ def evaluate(
 
     root = Path(root) if root is not None else None
     items = _images(task, sets, root)
-    result = EvalResult(task=task.describe(), method=method, metrics=tuple(task.metrics))
+    result = EvalResult(
+        task=task.describe(), method=method, metrics=tuple(task.metrics), degradation=f"{task.name}:{task.level}"
+    )
     if root is None:
         result.note = data.EMBEDDED_NOTE
     bar = _progress(len(items), f"{task.name} {method}", progress)
