@@ -15,11 +15,16 @@ A run directory ``<out>/<name>/`` (never overwritten: a taken name becomes ``<na
   ``experiments/evaluate.py --weights`` pick ``model_ema`` before ``model``, so they evaluate the EMA weights;
 - ``metrics.jsonl``: one JSON object per event (``start``, ``resume``, ``train``, ``val``, ``stop``, ``final``);
 - ``results.json`` / ``results.md``: the final evaluation per set beside the degraded input, params, MACs, speeds;
+- ``per_image.csv``: the final evaluation per image (``set, image, degradation, psnr, ssim, [psnrb,] input_psnr,
+  seconds``; :func:`sandbox.evaluate.read_per_image` reads it back), for paired comparisons between runs;
 - ``crops.png``: the same crop of a few evaluation images, clean / degraded / restored.
 
 Every random draw of iteration ``step`` comes from a generator seeded by ``(seed, step)`` alone, and the global RNG
 states travel in the checkpoints, so a resumed run draws the same batches and ends with the same weights as an
-uninterrupted one (and the number of DataLoader workers does not change the batches).
+uninterrupted one (and the number of DataLoader workers does not change the batches). Runs of one seed that differ
+in their setting (e.g. the mixer) are paired: they draw the same patches and noise / JPEG qualities (the per-step
+generator serves nothing else) and start from the same initialisation wherever shapes allow (:func:`build_network`),
+so that their differences come from the setting alone.
 """
 
 from __future__ import annotations
@@ -182,6 +187,10 @@ def build_network(config: RunConfig, task: Any = None) -> nn.Module:
     ``build_arch({"name": config.arch, **opts})`` where ``opts`` holds ``mixer``, ``preset``, ``in_chans`` (the task's
     channels), ``task`` (the task's name) and, for networks with a noise-level input, ``sigma``, each only when the
     network takes that option, then the options of an ``arch`` spec string, then ``config.arch_options``.
+
+    The initialisation is paired across mixers: for a network with a ``mixer`` option, everything but the mixers'
+    own parameters is what the same RNG state gives the network with identity mixers (:func:`_paired_init`), so
+    two settings of one seed that differ in the mixer start from the same MLPs, norms and convs.
     """
     from .registry import ARCHS, build_arch, parse_spec
     from .tasks import check_network_channels
@@ -208,9 +217,77 @@ def build_network(config: RunConfig, task: Any = None) -> nn.Module:
         options["sigma"] = task.sigma
     options.update(spec_options)
     options.update(copy.deepcopy(dict(config.arch_options)))
+    entry_rng = torch.get_rng_state()
     net = build_arch({"name": name, **options})
     check_network_channels(task, getattr(net, "in_chans", task.channels))
+    if "mixer" in options and not _all_identity(options["mixer"]):
+        _paired_init(net, {"name": name, **options, "mixer": "identity"}, entry_rng)
     return net
+
+
+def _all_identity(mixer: Any) -> bool:
+    """Whether a mixer option (one spec, or nested lists of specs) names the identity mixer everywhere."""
+    from .registry import parse_spec
+
+    if isinstance(mixer, (list, tuple)):
+        return all(_all_identity(m) for m in mixer)
+    try:
+        return parse_spec(copy.deepcopy(mixer), "mixer")[0] == "identity"
+    except SandboxError:
+        return False
+
+
+@torch.no_grad()
+def _paired_init(net: nn.Module, reference_spec: dict[str, Any], entry_rng: torch.Tensor) -> list[str]:
+    """Give ``net`` the initialisation every mixer shares under the same seed; returns the names copied.
+
+    Mixers draw different amounts of random numbers while they are built, so without this the parameters built after
+    the first mixer (the MLPs and norms of every block, the groups' convs, ``conv_after_body``, ``conv_last``) would
+    differ between two settings of the same seed, and a comparison of mixers would also compare initialisations.
+    Here the network is built once more from the global torch RNG state it was built from (``entry_rng``), with
+    ``mixer="identity"`` everywhere (``reference_spec``; identity has no parameters and draws no random numbers, and
+    the identity network of ``ir`` has the same module names apart from the mixers' own), and every parameter and
+    buffer whose qualified name and shape match is copied into ``net``. The mixers' own parameters and those only
+    the mixer brings (e.g. the frequency embedding hco blocks share per group, ``layers.g.freq_embed``) keep what the
+    seed gave them when ``net`` was built, so they too are a function of (seed, setting) alone.
+
+    The global torch RNG is left where building the reference left it, which is the same for every mixer: what the
+    training draws from it afterwards (stochastic depth) starts from the same state in every setting.
+
+    The other half of the pairing needs nothing here: every training patch, flip and noise / JPEG-quality draw of
+    iteration ``step`` comes from :class:`PatchBatches`' own generator seeded by ``step_seed(seed, step)``, created
+    in ``__getitem__`` and handed to ``task.degrade_batch`` only; neither the network build nor the training step
+    consumes it (they use the global RNG), so all settings of one seed see identical batches.
+
+    Cost: one more build of the network without its mixers (milliseconds at the tiny and small presets). A resumed run loads its weights over the network, so there the
+    pairing changes nothing. If the network does not build with the identity mixer (a plugin network that rejects
+    it), ``net`` keeps its own initialisation, with a warning.
+    """
+    import warnings
+
+    from .registry import build_arch
+
+    after_own = torch.get_rng_state()
+    torch.set_rng_state(entry_rng)
+    try:
+        reference = build_arch(reference_spec)
+    except Exception as e:  # noqa: BLE001  (any plugin failure: the network stays usable, only unpaired)
+        torch.set_rng_state(after_own)
+        warnings.warn(
+            f"network {reference_spec['name']!r} does not build with mixer='identity' ({type(e).__name__}: {e}); "
+            "its initialisation is not paired across mixers",
+            stacklevel=3,
+        )
+        return []
+    own = dict(net.named_parameters(remove_duplicate=False))
+    own.update(net.named_buffers(remove_duplicate=False))
+    copied = []
+    for key, value in [*reference.named_parameters(), *reference.named_buffers()]:
+        target = own.get(key)
+        if target is not None and target.shape == value.shape:
+            target.copy_(value)
+            copied.append(key)
+    return copied
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -700,7 +777,7 @@ def train(
     from .checkpoint import load_checkpoint, save_atomic, torch_load
     from .complexity import count_macs, count_params, human
     from .data import EMBEDDED_NOTE, data_root
-    from .evaluate import evaluate, network_restorer, write_text_atomic
+    from .evaluate import PER_IMAGE_FILE, evaluate, network_restorer, write_text_atomic
     from .plugins import load_plugins
     from .utils import resolve_device
 
@@ -996,6 +1073,7 @@ def train(
     # ---- final evaluation with the EMA (or the final) weights
     result = evaluate(network_restorer(eval_net, device), task, eval_sets, root, method=run_dir.name, progress=progress)
     final = result.summary()
+    result.write_csv(run_dir / PER_IMAGE_FILE)  # before results.json, which names it (rewritten by a resumed run)
     macs = count_macs(eval_net, (1, task.channels, MACS_SIZE, MACS_SIZE), device) * 16
     infer = _infer_ms_per_mpx(eval_net, task.channels, device)
     _crops_png(run_dir / "crops.png", eval_net, val_items, device)
@@ -1009,6 +1087,7 @@ def train(
         "stopped": stopped,
         "best_psnr": best_psnr,
         "final": final,
+        "per_image": PER_IMAGE_FILE,
         "history": history,
         "params": params,
         "macs_per_mpx": macs,
