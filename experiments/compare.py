@@ -6,19 +6,28 @@
     python experiments/compare.py --mixers hco,my_mixer --plugin my_pkg/my_mixers.py
     python experiments/compare.py --resume outputs/compare/denoise_20260101-120000
 
-Every mixer is trained in turn by ``sandbox.engine.train`` with one RunConfig that differs only in ``mixer`` (arch
-``ir`` with the same preset, width and depths; same seed, data, iterations and wall-clock budget). Every mixer spec is
+Every mixer is trained ``--seeds`` times (seeds ``seed``, ``seed + 1``, ...; default 3) by ``sandbox.engine.train``
+with one RunConfig that differs only in ``mixer`` and ``seed`` (arch ``ir`` with the same preset, width and depths; same
+data, iterations and wall-clock budget). Seed k gives every mixer the same training patches, noise draws and shared
+initialisation, so the mixers are compared paired, seed by seed and image by image; the runs go seed by seed (every
+mixer at seed 0 first), so an interrupted comparison already holds complete pairs. Every mixer spec is
 checked (its network is built) before anything is trained or written. Writes under ``--out`` (default
 ``outputs/compare/<task>_<timestamp>``; an existing folder is never overwritten):
 
-- ``leaderboard.md`` / ``leaderboard.csv``: one row per mixer, best first by the first evaluation set's PSNR: PSNR and
-  SSIM per set, parameters, MACs per megapixel, training it/s, inference ms per megapixel, iterations, run dir;
+- ``leaderboard.md`` / ``leaderboard.csv``: one row per mixer, best first by the first evaluation set's mean PSNR
+  over ``--seeds`` runs, per evaluation set: the mean with its 95% interval across seeds, the difference to the
+  ``--baseline`` mixer paired on the same seeds and images with its 95% interval, the Holm-corrected p-value, the rank
+  group (mixers share a rank until one is resolved from the group's leader), SSIM; then parameters, MACs per
+  megapixel, training it/s, iterations. Under each table: what the design can resolve and how many seeds would
+  resolve 0.05 and 0.1 dB (``sandbox.stats``). ``runs.csv``: one row per run (mixer, seed);
+- ``forest.png`` (``forest_<set>.png`` for further sets): each mixer's difference to the baseline with its interval;
 - ``psnr_vs_time.png``, ``psnr_vs_iters.png``: validation PSNR against training time and iterations;
 - ``psnr_vs_params.png``: final PSNR against parameters;
 - ``crops_grid.png``: one crop of the first evaluation image, clean, degraded and restored by each mixer's best
   checkpoint (re-run here, so the crop is identical for every mixer);
-- ``runs/<i>_<mixer>/``: the run directories; ``state.json``: progress, rewritten after each mixer, read by
-  ``--resume OUT`` (finished mixers are skipped, an interrupted one is resumed from its ``last.pth``).
+- ``runs/<i>_<mixer>[_seed<k>]/``: the run directories, each with its ``per_image.csv``; ``state.json``: progress,
+  rewritten after each run, read by ``--resume OUT`` (finished runs are skipped, an interrupted one is resumed from
+  its ``last.pth``; a finished comparison only rebuilds its report, e.g. with another ``--baseline``).
 
 A mixer whose training diverges (nan/inf) is listed without scores and the others still run; Ctrl-C stops the
 current run at a checkpoint (exit code 130) and ``--resume OUT`` continues where it stopped.
@@ -44,7 +53,8 @@ if str(ROOT) not in sys.path:  # runnable from a plain checkout
 from sandbox.cli import add_plugin_arg, add_run_flags, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.plugins import plugin_path  # noqa: E402
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: one entry per (mixer, seed); version 1 files (one seed) are still read
+DEFAULT_SEEDS = 3
 # flags that define the comparison; --resume takes them from OUT/state.json instead
 SETTING_FLAGS = {
     "mixers": "--mixers",
@@ -56,6 +66,7 @@ SETTING_FLAGS = {
     "iters": "--iters",
     "budget_minutes": "--budget-minutes",
     "seed": "--seed",
+    "seeds": "--seeds",
     "eval_sets": "--eval-sets",
     "data_root": "--data-root",
     "set": "--set",
@@ -85,7 +96,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     train = ap.add_argument_group("training (identical for every mixer)")
     train.add_argument("--iters", type=int, default=None, help="training iterations (RunConfig default 1200)")
     train.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per mixer")
-    train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    train.add_argument("--seed", type=int, default=None, help="first random seed (default 0)")
+    train.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"runs per mixer, seeds seed .. seed + N - 1 (default {DEFAULT_SEEDS}); 1 gives no intervals",
+    )
     train.add_argument(
         "--config", metavar="FILE.yaml", help="YAML mapping of RunConfig fields, as run.py's (--set and flags win)"
     )
@@ -93,6 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_plugin_arg(ap)
     ap.add_argument("--out", default=None, help="output folder (default outputs/compare/<task>_<timestamp>)")
     ap.add_argument("--resume", default=None, metavar="OUT_DIR", help="continue an unfinished comparison")
+    ap.add_argument(
+        "--baseline", default=None, metavar="MIXER", help="the mixer the differences are taken to (default: the first)"
+    )
     ap.add_argument("--crop", type=int, default=96, help="side of the crop in crops_grid.png (default 96)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument(
@@ -249,7 +269,7 @@ def _load_state(out: Path) -> dict:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise SandboxError(f"--resume: {str(path)!r} could not be read: {e}") from None
-    if state.get("version") != STATE_VERSION or not isinstance(state.get("mixers"), list):
+    if state.get("version") not in (1, STATE_VERSION) or not isinstance(state.get("mixers"), list):
         raise SandboxError(f"--resume: {str(path)!r} is not a state file of this compare.py (version {STATE_VERSION})")
     return state
 
@@ -290,19 +310,10 @@ def _interrupted(stopped: Any) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from sandbox.config import RunConfig, apply_overrides, config_dict
-    from sandbox.data import EMBEDDED_NOTE, data_root
+    from sandbox.data import data_root
     from sandbox.errors import OptionError, SandboxError
     from sandbox.plugins import load_plugins
-    from sandbox.report import (
-        crops_grid,
-        leaderboard_markdown,
-        leaderboard_rows,
-        plot_curves,
-        plot_params,
-        restored_crops,
-        result_record,
-        write_leaderboard,
-    )
+    from sandbox.report import result_record
     from sandbox.utils import resolve_device
 
     # ---- settings: from the flags, or from OUT/state.json with --resume
@@ -310,6 +321,8 @@ def main(argv=None) -> int:
         raise OptionError(f"--crop {args.crop} is too small; expected at least 8 pixels")
     if args.jobs < 1:
         raise OptionError(f"--jobs {args.jobs} is not allowed; expected at least 1 (mixers trained at once)")
+    if args.seeds is not None and args.seeds < 1:
+        raise OptionError(f"--seeds {args.seeds} is not allowed; expected at least 1 (runs per mixer)")
     if args.only and not args.resume:
         raise OptionError("--only is for the processes --jobs starts; it needs --resume OUT")
     if args.resume:
@@ -317,21 +330,29 @@ def main(argv=None) -> int:
         if given:
             raise OptionError(
                 f"--resume takes the comparison's settings from its state.json; drop {', '.join(given)} "
-                "(only --device, --plugin, --crop and --no-progress may change)"
+                "(only --device, --plugin, --baseline, --crop and --no-progress may change)"
             )
         out = Path(args.resume)
         state = _load_state(out)
         base = apply_overrides(RunConfig(), state["base_config"], "run config (state.json)")
         plugins = tuple(dict.fromkeys([*base.plugins, *(plugin_path(p) for p in args.plugin)]))
         base = dataclasses.replace(base, plugins=plugins, device=args.device or base.device)
-        specs = [m["spec"] for m in state["mixers"]]
+        for m in state["mixers"]:
+            m.setdefault("seed", base.seed)  # a version 1 state: one seed
+        specs = list(dict.fromkeys(m["spec"] for m in state["mixers"]))
+        seeds = list(dict.fromkeys(m["seed"] for m in state["mixers"]))
+        baseline = args.baseline or state.get("baseline") or specs[0]
     else:
         specs = [s for item in args.mixers for s in split_specs(item)] + [s.strip() for s in args.mixer if s.strip()]
         base = base_config(args)
+        seeds = [base.seed + k for k in range(args.seeds or DEFAULT_SEEDS)]
+        baseline = args.baseline or (specs[0] if specs else None)
         state = None
         out = None
     load_plugins(list(base.plugins))
     check_mixer_names(specs)
+    if baseline not in specs:
+        raise OptionError(f"--baseline {baseline!r} is not one of the mixers compared: {', '.join(map(repr, specs))}")
     task = build_task_of(base)
     root = data_root(base.data_root)
     if root is not None and base.data_root is None:  # from $SANDBOX_DATA: pinned, so --resume reads the same data
@@ -358,12 +379,13 @@ def main(argv=None) -> int:
                 )
         else:
             out = _default_out(task)
-        names = [f"{i:02d}_{_slug(s)}" for i, s in enumerate(specs, 1)]
+        # seed by seed: every mixer at the first seed, then the next seed, so that finished runs come in pairs
+        plan = [(spec, seed, _run_name(i, spec, seed, len(seeds))) for seed in seeds for i, spec in enumerate(specs, 1)]
     else:
-        names = [m["name"] for m in state["mixers"]]
+        plan = [(m["spec"], m["seed"], m["name"]) for m in state["mixers"]]
     runs = out / "runs"
-    configs = [dataclasses.replace(base, mixer=spec, out=str(runs), name=name) for spec, name in zip(specs, names)]
-    check_runs(configs, task, engine)  # every network built once: nothing is trained or written before this
+    configs = [dataclasses.replace(base, mixer=spec, seed=seed, out=str(runs), name=name) for spec, seed, name in plan]
+    check_runs(configs[: len(specs)], task, engine)  # every network built once: nothing is trained or written before
 
     # ---- the output folder: created only now that everything checked out
     if state is None:
@@ -375,17 +397,23 @@ def main(argv=None) -> int:
             "argv": list(sys.argv[1:] if argv is None else argv),
             "task": task.describe(),
             "base_config": {k: v for k, v in base_dict.items() if k not in RESERVED_KEYS},
-            "mixers": [{"spec": s, "name": name, "status": "pending", "result": None} for s, name in zip(specs, names)],
+            "seeds": seeds,
+            "baseline": baseline,
+            "mixers": [
+                {"spec": spec, "seed": seed, "name": name, "status": "pending", "result": None}
+                for spec, seed, name in plan
+            ],
         }
         _write_state(out, state)
-    budget = f"{base.budget_minutes:g} min per mixer" if base.budget_minutes is not None else "none"
+    budget = f"{base.budget_minutes:g} min per run" if base.budget_minutes is not None else "none"
     print(
-        f"comparing {len(specs)} mixer(s) on {task.name} {task.level}: arch {base.arch}, preset {base.preset}, "
-        f"iters {base.iters}, budget {budget}, seed {base.seed}, device {device}\n"
+        f"comparing {len(specs)} mixer(s) x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}) on {task.name} "
+        f"{task.level}: arch {base.arch}, preset {base.preset}, iters {base.iters}, budget {budget}, device {device}\n"
         f"output: {out}"
     )
 
     if args.only:
+        names = [name for _, _, name in plan]
         if args.only not in names:
             raise OptionError(f"--only {args.only!r} is not a run of {out}; expected one of {', '.join(names)}")
         state["_child"] = args.only
@@ -394,21 +422,21 @@ def main(argv=None) -> int:
         if code:
             return code
 
-    # ---- train each mixer in turn
+    # ---- train each (mixer, seed) in turn
     n = len(state["mixers"])
     diverged_error = getattr(engine, "TrainingDiverged", None)
     for i, (entry, cfg) in enumerate(zip(state["mixers"], configs), 1):
-        spec = entry["spec"]
+        spec, what = entry["spec"], f"{entry['spec']} (seed {entry['seed']})"
         if args.only and entry["name"] != args.only:
             continue
         if entry["status"] in ("finished", "diverged") and entry.get("result"):
-            print(f"[{i}/{n}] {spec}: {entry['status']} earlier, skipped")
+            print(f"[{i}/{n}] {what}: {entry['status']} earlier, skipped")
             continue
         run_dir = runs / entry["name"]
         resume = None
         done = _finished_record(run_dir) if run_dir.exists() else None
         if done is not None and done.get("stopped") != "interrupted":
-            print(f"[{i}/{n}] {spec}: {run_dir} finished earlier (results.json), not trained again")
+            print(f"[{i}/{n}] {what}: {run_dir} finished earlier (results.json), not trained again")
             record = result_record(done)
         else:
             if run_dir.exists():
@@ -416,24 +444,24 @@ def main(argv=None) -> int:
                     resume = run_dir
                 else:
                     moved = _set_aside(run_dir)
-                    print(f"[{i}/{n}] {spec}: {run_dir} has no checkpoint to resume; moved to {moved.name}")
+                    print(f"[{i}/{n}] {what}: {run_dir} has no checkpoint to resume; moved to {moved.name}")
             entry["status"] = "running"
             _write_state(out, state)
-            print(f"\n[{i}/{n}] {spec}: {'resuming ' + str(run_dir) if resume else 'training'}", flush=True)
+            print(f"\n[{i}/{n}] {what}: {'resuming ' + str(run_dir) if resume else 'training'}", flush=True)
             try:
                 result = engine.train(cfg, resume=resume, progress=not args.no_progress)
             except SandboxError as e:
                 if diverged_error is None or not isinstance(e, diverged_error):
-                    print(_stopped_hint(spec, out), file=sys.stderr)
+                    print(_stopped_hint(what, out), file=sys.stderr)
                     raise
-                print(f"[{i}/{n}] {spec}: diverged: {e}", file=sys.stderr)
+                print(f"[{i}/{n}] {what}: diverged: {e}", file=sys.stderr)
                 record = {"config": config_dict(cfg), "stopped": "nan", "run_dir": str(run_dir), "note": str(e)}
                 entry.update(status="diverged", result=result_record(record))
                 entry["result"]["label"] = spec
                 _write_state(out, state)
                 continue
             except BaseException:
-                print(_stopped_hint(spec, out), file=sys.stderr)
+                print(_stopped_hint(what, out), file=sys.stderr)
                 raise
             record = result_record(result)
         record["label"] = spec
@@ -441,56 +469,133 @@ def main(argv=None) -> int:
         if _interrupted(record.get("stopped")):
             entry["status"] = "interrupted"
             _write_state(out, state)
-            print(_stopped_hint(spec, out, f"was interrupted at iteration {record.get('step')}"), file=sys.stderr)
+            print(_stopped_hint(what, out, f"was interrupted at iteration {record.get('step')}"), file=sys.stderr)
             return 130
         entry["status"] = "finished"
         _write_state(out, state)
         first = next(iter(record["final"].items()), None)
         score = f"PSNR {first[1].get('psnr', float('nan')):.2f} dB on {first[0]}, " if first else ""
-        print(f"[{i}/{n}] {spec}: {score}{record.get('step')} iterations (stopped: {record.get('stopped')})")
+        print(f"[{i}/{n}] {what}: {score}{record.get('step')} iterations (stopped: {record.get('stopped')})")
 
     if args.only:
         return 0  # the parent writes the report
+    write_report(out, state, base, task, root, device, baseline, crop=args.crop)
+    return 0
 
-    # ---- the report
+
+def _run_name(i: int, spec: str, seed: int, n_seeds: int) -> str:
+    """``<i>_<mixer>`` for one seed (as version 1 named them), ``<i>_<mixer>_seed<k>`` for several."""
+    return f"{i:02d}_{_slug(spec)}" + (f"_seed{seed}" if n_seeds > 1 else "")
+
+
+def write_report(out: Path, state: dict, base, task, root, device, baseline: str, crop: int = 96) -> None:
+    """The leaderboard (one table per evaluation set, with intervals), ``runs.csv``, the plots and the crop grid,
+    rebuilt from ``state.json``'s records and the runs' ``per_image.csv`` files alone."""
+    from sandbox.data import EMBEDDED_NOTE
+    from sandbox.report import (
+        crops_grid,
+        leaderboard_rows,
+        plot_curves,
+        plot_params,
+        restored_crops,
+        setting_markdown,
+        setting_rows,
+        write_leaderboard,
+        write_setting_csv,
+        write_text,
+    )
+    from sandbox.stats import compare, forest_plot, runs_table
+
+    runs = out / "runs"
     records = []
     for m in state["mixers"]:
         if m["status"] in ("finished", "diverged") and m.get("result"):
             record, moved = m["result"], runs / m["name"]
             if not Path(str(record.get("run_dir") or "")).exists() and moved.exists():
                 record["run_dir"] = str(moved)  # the output folder was moved since
+            record["seed"] = m.get("seed", base.seed)
             records.append(record)
-    rows = leaderboard_rows(records)
+    # per evaluation set: the runs' per-image results, paired by (mixer, seed)
+    groups: dict[str, dict[int, Path]] = {}
+    missing = []
+    for r in records:
+        if not r.get("final"):
+            continue  # diverged: no scores
+        per_image = Path(str(r["run_dir"])) / "per_image.csv"
+        if per_image.is_file():
+            groups.setdefault(r["label"], {})[int(r["seed"])] = per_image
+        else:
+            missing.append(f"{r['label']} seed {r['seed']}")
+    sets = list(dict.fromkeys(s for r in records for s in r.get("final") or {}))
+    comparisons = {}
+    missing_note = ""
+    if groups and not missing:
+        if baseline not in groups:  # it diverged: the differences go to the first mixer with results instead
+            fallback = next(iter(groups))
+            missing_note = f"- the baseline `{baseline}` has no scores (diverged); differences are to `{fallback}`"
+            baseline = fallback
+        ordered = {baseline: groups[baseline], **groups}
+        for s in sets:
+            scores, _, _ = runs_table(ordered, s)
+            comparisons[s] = compare(scores, baseline=baseline)
+    rows = setting_rows(records, comparisons)
+
     data_note = f"data root `{root}`" if root is not None else EMBEDDED_NOTE
-    diverged = [m["spec"] for m in state["mixers"] if m["status"] == "diverged"]
-    notes = "\n".join(
-        [
-            f"- task: {task.describe()}",
-            f"- network: `{base.arch}` preset `{base.preset}`"
-            + (f", arch_options `{base.arch_options}`" if base.arch_options else "")
-            + "; only the mixer differs",
-            f"- training: {base.iters} iterations, budget {budget}, batch {base.batch_size}, "
-            f"patch {base.patch_size}, lr {base.lr:g}, seed {base.seed}, device {device}",
-            f"- data: {data_note}",
-            *([f"- diverged (nan/inf, no scores): {', '.join(diverged)}"] if diverged else []),
-            "",
-            "![PSNR against training time](psnr_vs_time.png)\n![PSNR against iterations](psnr_vs_iters.png)\n"
-            "![PSNR against parameters](psnr_vs_params.png)\n![crops](crops_grid.png)",
-        ]
-    )
+    diverged = [f"{m['spec']} (seed {m.get('seed')})" for m in state["mixers"] if m["status"] == "diverged"]
+    seeds = state.get("seeds") or [base.seed]
+    budget = f"{base.budget_minutes:g} min per run" if base.budget_minutes is not None else "none"
+    notes = [
+        f"- task: {task.describe()}",
+        f"- network: `{base.arch}` preset `{base.preset}`"
+        + (f", arch_options `{base.arch_options}`" if base.arch_options else "")
+        + "; only the mixer differs",
+        f"- training: {base.iters} iterations, budget {budget}, batch {base.batch_size}, patch {base.patch_size}, "
+        f"lr {base.lr:g}, seeds {', '.join(map(str, seeds))} (each seed: the same patches, noise and shared "
+        f"initialisation for every mixer), device {device}",
+        f"- data: {data_note}",
+        *([f"- diverged (nan/inf, no scores): {', '.join(diverged)}"] if diverged else []),
+        *([f"- no per-image results (no intervals): {', '.join(missing)}"] if missing else []),
+        *([missing_note] if missing_note else []),
+    ]
     title = f"Mixer comparison: {task.name} {task.level}"
-    md_path, csv_path = write_leaderboard(rows, out, title=title, notes=notes)
+    sections = [f"# {title}", "\n".join(notes)]
+    printed = []
+    for k, s in enumerate(sets):
+        table = setting_markdown(rows, s, comparisons.get(s))
+        plot = "forest.png" if k == 0 else f"forest_{s}.png"
+        if s in comparisons and comparisons[s].differences:
+            forest_plot(comparisons[s], out / plot, title=f"{task.name} {task.level} on {s}: difference to {baseline}")
+            table += f"\n\n![difference to {baseline} on {s}]({plot})"
+        sections.append(f"## {s}\n\n{table}")
+        printed.append(f"## {s}\n\n{table}")
+    sections.append(
+        "![PSNR against training time](psnr_vs_time.png)\n![PSNR against iterations](psnr_vs_iters.png)\n"
+        "![PSNR against parameters](psnr_vs_params.png)\n![crops](crops_grid.png)"
+    )
+    md_path = write_text(out / "leaderboard.md", "\n\n".join(sections) + "\n")
+    csv_path = write_setting_csv(rows, out / "leaderboard.csv")
+    write_leaderboard(leaderboard_rows(records), out, title=f"{title}: every run", stem="runs")  # runs.md / .csv
     plot_curves(records, out)
-    plot_params(records, out)
-    missing = [r["label"] for r in records if not (Path(str(r["run_dir"])) / "checkpoints" / "best.pth").is_file()]
-    if missing:
-        print(f"crops_grid.png: no checkpoints/best.pth for {', '.join(missing)}; left out", file=sys.stderr)
-    panels, where = restored_crops(records, task, root, base.eval_sets, device, crop=args.crop)
-    crops_grid(panels, out / "crops_grid.png", title=where)
-    print(f"\n{title}\n\n{leaderboard_markdown(rows, out)}\n")
-    print(f"leaderboard: {md_path}, {csv_path.name}\nplots: psnr_vs_time.png, psnr_vs_iters.png, psnr_vs_params.png")
+    plot_params([_mean_record(rows, sets, label) for label in dict.fromkeys(r["label"] for r in records)], out)
+    first_seed = [r for r in records if r["seed"] == seeds[0]] or records
+    missing_ckpt = [
+        r["label"] for r in first_seed if not (Path(str(r["run_dir"])) / "checkpoints" / "best.pth").is_file()
+    ]
+    if missing_ckpt:
+        print(f"crops_grid.png: no checkpoints/best.pth for {', '.join(missing_ckpt)}; left out", file=sys.stderr)
+    panels, where = restored_crops(first_seed, task, root, base.eval_sets, device, crop=crop)
+    crops_grid(panels, out / "crops_grid.png", title=f"{where}, seed {seeds[0]}")
+    print("\n" + "\n\n".join([f"# {title}", *printed]) + "\n")
+    print(f"leaderboard: {md_path}, {csv_path.name} (per run: runs.csv)")
+    print("plots: forest.png, psnr_vs_time.png, psnr_vs_iters.png, psnr_vs_params.png")
     print(f"crops: {out / 'crops_grid.png'} ({where})")
-    return 0
+
+
+def _mean_record(rows: list[dict], sets: list[str], label: str) -> dict:
+    """A result record of one setting's means (for the PSNR-against-parameters plot)."""
+    row = next(r for r in rows if r["mixer"] == label)
+    final = {s: {"psnr": row[f"{s}_psnr"], "ssim": row[f"{s}_ssim"]} for s in sets}
+    return {"label": label, "config": {"mixer": label}, "final": final, "params": row["params"], "history": []}
 
 
 def _run_jobs(args: argparse.Namespace, out: Path, state: dict, device) -> int:

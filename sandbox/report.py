@@ -251,9 +251,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_leaderboard(
-    rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, title: str = "", notes: str = ""
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    title: str = "",
+    notes: str = "",
+    stem: str = "leaderboard",
 ) -> tuple[Path, Path]:
-    """Write ``leaderboard.md`` (``title``, ``notes``, the table) and ``leaderboard.csv`` (raw numbers) in ``out_dir``.
+    """Write ``<stem>.md`` (``title``, ``notes``, the table) and ``<stem>.csv`` (raw numbers) in ``out_dir``.
 
     Returns (markdown path, CSV path).
     """
@@ -271,9 +275,9 @@ def write_leaderboard(
             if isinstance(v, float) and not math.isnan(v):
                 out[k] = f"{v:.6g}" if k in ("macs_g_per_mpx", "train_it_per_s", "infer_ms_per_mpx") else f"{v:.6f}"
         writer.writerow(out)
-    csv_path = write_text(out_dir / "leaderboard.csv", buf.getvalue())
+    csv_path = write_text(out_dir / f"{stem}.csv", buf.getvalue())
     parts = [f"# {title}" if title else "# Leaderboard", notes.strip(), leaderboard_markdown(rows, out_dir)]
-    md_path = write_text(out_dir / "leaderboard.md", "\n\n".join(p for p in parts if p) + "\n")
+    md_path = write_text(out_dir / f"{stem}.md", "\n\n".join(p for p in parts if p) + "\n")
     return md_path, csv_path
 
 
@@ -308,10 +312,13 @@ def palette(n: int) -> list[Any]:
 def plot_curves(results: Sequence[Any], out_dir: str | os.PathLike) -> list[Path]:
     """``psnr_vs_time.png`` (validation PSNR against training wall time) and ``psnr_vs_iters.png`` in ``out_dir``.
 
-    One line per result, from its ``history`` (points with ``step``, ``wall`` in seconds, ``psnr``).
+    One line per result, from its ``history`` (points with ``step``, ``wall`` in seconds, ``psnr``); results with the
+    same label (one setting's seeds) share a colour and one legend entry.
     """
     records = _records(results)
-    colors = palette(len(records))
+    labels = list(dict.fromkeys(r["label"] for r in records))
+    by_label = dict(zip(labels, palette(len(labels))))
+    colors = [by_label[r["label"]] for r in records]
     longest = max((_num(p.get("wall")) for r in records for p in r["history"]), default=0.0)
     minutes = not math.isnan(longest) and longest > 120
     paths = []
@@ -321,6 +328,7 @@ def plot_curves(results: Sequence[Any], out_dir: str | os.PathLike) -> list[Path
     ):
         fig = new_figure((7.0, 4.5))
         ax = fig.add_subplot()
+        shown = set()
         for r, color in zip(records, colors):
             points = [(_num(p.get(key)), _num(p.get("psnr"))) for p in r["history"]]
             points = [(x, y) for x, y in points if not (math.isnan(x) or math.isnan(y))]
@@ -329,7 +337,9 @@ def plot_curves(results: Sequence[Any], out_dir: str | os.PathLike) -> list[Path
             xs, ys = zip(*sorted(points))
             if key == "wall" and minutes:
                 xs = [x / 60.0 for x in xs]
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, color=color, label=r["label"])
+            label = None if r["label"] in shown else r["label"]
+            shown.add(r["label"])
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, color=color, label=label)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation PSNR (dB)")
         ax.set_title(f"validation PSNR against {'training time' if key == 'wall' else 'iterations'}")
@@ -463,3 +473,138 @@ def restored_crops(
         del net
     where = f"{set_name}/{image_name} [{y}:{y + ch}, {x}:{x + cw}], {task.level}"
     return panels, where
+
+
+# ----------------------------------------------------------------------------------------- settings x seeds
+def setting_rows(records: Sequence[Any], comparisons: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per setting (its runs over seeds pooled), best first by the first set's mean PSNR.
+
+    ``records`` are run results (as for :func:`leaderboard_rows`) whose ``label`` names the setting and whose
+    ``config.seed`` the seed; ``comparisons`` maps an evaluation set to its :class:`sandbox.stats.Comparison`. Keys:
+    ``mixer``, ``seeds``, per set ``<set>_psnr`` (mean over seeds), ``<set>_psnr_low/_high`` (95% interval across
+    seeds), ``<set>_delta``, ``<set>_delta_low/_high``, ``<set>_p_holm``, ``<set>_resolved``, ``<set>_rank``,
+    ``<set>_ssim``; then ``params``, ``macs_g_per_mpx``, ``train_it_per_s``, ``infer_ms_per_mpx``, ``iters`` (means)
+    and ``run_dirs``.
+    """
+    records = _records(records)
+    comparisons = comparisons or {}
+    sets = _eval_sets(records)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["label"], []).append(r)
+    mean = lambda xs: float(np.mean(xs)) if xs else math.nan  # noqa: E731
+    rows = []
+    for label, runs in groups.items():
+        scored = [r for r in runs if r["final"]]
+        row: dict[str, Any] = {"mixer": label, "seeds": len(scored)}
+        for s in sets:
+            psnrs = [_num((r["final"].get(s) or {}).get("psnr")) for r in scored]
+            row[f"{s}_psnr"] = mean([p for p in psnrs if not math.isnan(p)])
+            row[f"{s}_ssim"] = mean([_num((r["final"].get(s) or {}).get("ssim")) for r in scored])
+            comp = comparisons.get(s)
+            rec = next((x for x in comp.records() if x["setting"] == label), None) if comp is not None else None
+            for key in ("psnr_low", "psnr_high", "delta", "delta_low", "delta_high", "p_holm"):
+                row[f"{s}_{key}"] = math.nan
+            row[f"{s}_resolved"], row[f"{s}_rank"] = None, None
+            if rec is not None:
+                row[f"{s}_psnr"] = rec["mean"]  # over the per-image results: equal to the runs' means
+                row[f"{s}_psnr_low"], row[f"{s}_psnr_high"] = rec["ci_low"], rec["ci_high"]
+                row[f"{s}_delta"], row[f"{s}_delta_low"], row[f"{s}_delta_high"] = (
+                    rec["delta"],
+                    rec["delta_low"],
+                    rec["delta_high"],
+                )
+                row[f"{s}_p_holm"], row[f"{s}_resolved"], row[f"{s}_rank"] = rec["p_holm"], rec["resolved"], rec["rank"]
+        first = scored[0] if scored else runs[0]
+        row["params"] = int(first["params"]) if first.get("params") is not None else None
+        row["macs_g_per_mpx"] = _num(first.get("macs_per_mpx")) / 1e9
+        row["train_it_per_s"] = mean([_num(r.get("train_iters_per_sec")) for r in scored])
+        row["infer_ms_per_mpx"] = mean([_num(r.get("infer_ms_per_mpx")) for r in scored])
+        row["iters"] = mean([_num(r.get("step")) for r in scored])
+        row["run_dirs"] = ";".join(str(r.get("run_dir") or "") for r in runs)
+        rows.append(row)
+    if sets:
+        key = f"{sets[0]}_psnr"
+        rows.sort(key=lambda row: (math.isnan(row[key]), -row[key] if not math.isnan(row[key]) else 0.0))
+    return rows
+
+
+def setting_columns(sets: Sequence[str]) -> list[str]:
+    """The CSV columns of :func:`setting_rows` over evaluation ``sets``."""
+    keys = ("psnr", "psnr_low", "psnr_high", "delta", "delta_low", "delta_high", "p_holm", "resolved", "rank", "ssim")
+    per_set = [f"{s}_{k}" for s in sets for k in keys]
+    return [
+        "mixer",
+        "seeds",
+        *per_set,
+        "params",
+        "macs_g_per_mpx",
+        "train_it_per_s",
+        "infer_ms_per_mpx",
+        "iters",
+        "run_dirs",
+    ]
+
+
+def setting_markdown(rows: Sequence[Mapping[str, Any]], set_name: str, comparison: Any | None = None) -> str:
+    """The leaderboard of one evaluation set: rank group, setting, mean ± CI, Δ vs the baseline ± CI, Holm p, SSIM,
+    size and speed; the comparison's footer (what is resolvable) under it."""
+    from .cli import markdown_table
+
+    header = ["rank", "mixer"]
+    if comparison is not None:
+        header += comparison.columns()[:3]
+    else:
+        header += [f"{set_name} PSNR"]
+    header += ["SSIM", "seeds", "params", "MACs/Mpx (G)", "train it/s", "iters"]
+    body = []
+    for row in rows:
+        name = row["mixer"]
+        has = comparison is not None and any(s.name == name for s in comparison.settings)
+        if has:
+            c = comparison.cells(name)
+            cells = [c["rank"], f"`{name}`", c["mean"], c["delta"], c["p"]]
+        else:
+            psnr = row.get(f"{set_name}_psnr")
+            cells = ["-", f"`{name}`", _fmt(psnr, 3)]
+            if comparison is not None:
+                cells += ["-", "-"]
+        cells += [
+            _fmt(row.get(f"{set_name}_ssim"), 4),
+            row.get("seeds", "-"),
+            _human(row.get("params")),
+            _fmt(row.get("macs_g_per_mpx"), 2),
+            _fmt(row.get("train_it_per_s"), 2),
+            _fmt(row.get("iters"), 0),
+        ]
+        body.append(cells)
+    table = markdown_table(header, body, align="rl" + "r" * (len(header) - 2))
+    if comparison is None:
+        return table + "\n\nNo intervals: the runs have no per-image results (per_image.csv) to pair."
+    return table + "\n\n" + comparison.footer()
+
+
+def write_setting_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """:func:`setting_rows` as CSV (raw numbers), atomically."""
+    sets = _sets_of_rows([{k: v for k, v in r.items() if not k.endswith(("_low", "_high"))} for r in rows])
+    sets = [s for s in sets if not s.endswith("_delta")]
+    columns = setting_columns(sets)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        out = {}
+        for k in columns:
+            v = row.get(k)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                out[k] = ""
+            elif isinstance(v, float):
+                out[k] = (
+                    f"{v:.6g}"
+                    if k in ("macs_g_per_mpx", "train_it_per_s", "infer_ms_per_mpx", "iters")
+                    else (f"{v:.6f}")
+                )
+            else:
+                out[k] = v
+        writer.writerow(out)
+    return write_text(Path(path), buf.getvalue())

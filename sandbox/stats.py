@@ -18,7 +18,8 @@ What it reports, per setting:
   p-value from a paired t-test whose standard error has a seed and an image component (a crossed two-way layout with
   Satterthwaite's degrees of freedom: with one seed it is ``scipy.stats.ttest_rel`` over the images, with one image
   over the seeds); Holm's correction over the rows;
-- a difference is *resolved* when its Holm-corrected p is below ``alpha`` **and** its bootstrap interval excludes 0;
+- a difference is *resolved* when its Holm-corrected p is below ``alpha``, its interval excludes 0 and it rests on
+  2 or more seeds (one seed says nothing about training noise);
 - rank groups: settings in descending mean order share the rank of the group's leader until one is resolved from it
   (pairwise tests, Holm over all pairs).
 
@@ -358,8 +359,8 @@ class Comparison:
             f"{self.metric.upper()} in {self.unit} over {n_txt} seed(s) x {self.images} images. Mean ± half-width of "
             "the 95% t-interval across the seeds' means. Δ = setting − baseline, paired on the same seeds and images, "
             "with a 95% hierarchical-bootstrap interval (seeds, then images); p from a paired t-test with seed and "
-            f"image variance, Holm-corrected over the rows; `*`: resolved (p < {self.alpha:g} and the interval "
-            "excludes 0). Settings share a rank until one is resolved from the group's leader (Holm over all pairs).",
+            f"image variance, Holm-corrected over the rows; `*`: resolved (p < {self.alpha:g}, the interval "
+            "excludes 0, 2+ seeds). Settings share a rank until one is resolved from the group's leader (Holm over all pairs).",
         ]
         r = self.resolution()
         if r:
@@ -415,6 +416,12 @@ class Comparison:
                 }
             )
         return out
+
+
+def _resolved(d: Difference, p_adjusted: float, alpha: float) -> bool:
+    """Resolved: significant after correction, the interval excludes 0, and over 2+ seeds (with one seed the
+    interval covers the images only, not the training noise, so nothing is called resolved)."""
+    return bool(p_adjusted < alpha and not d.covers_zero and len(d.seeds) > 1)
 
 
 def _fmt_p(p: float) -> str:
@@ -507,7 +514,7 @@ def compare(
     adjusted = holm([d.p for d in differences.values()])
     for d, p in zip(differences.values(), adjusted):
         d.p_holm = float(p)
-        d.resolved = bool(p < alpha and not d.covers_zero)
+        d.resolved = _resolved(d, p, alpha)
 
     # rank groups: descending mean; a setting joins its leader's group unless resolved from it (Holm over all pairs)
     by_mean = sorted(settings, key=lambda s: -s.mean)
@@ -518,7 +525,7 @@ def compare(
     for position, st in enumerate(by_mean, 1):
         if leader is not None:
             d = pairs[(leader, st.name)]
-            if not (pair_p[(leader, st.name)] < alpha and not d.covers_zero):
+            if not _resolved(d, pair_p[(leader, st.name)], alpha):
                 ranks[st.name] = ranks[leader]
                 continue
         leader = st.name

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from sandbox import MIXERS, build_arch, plugins
+from sandbox import MIXERS, build_arch, plugins, report
 from sandbox.errors import OptionError, SandboxError
+from sandbox.evaluate import EvalResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE = {"conv": 27.0, "hco": 28.5, "pool": 26.0, "identity": 25.0}  # fake final PSNR per mixer name
@@ -82,7 +83,16 @@ class FakeTrain:
         if on_eval:
             for h in history:
                 on_eval(h["step"], {**h, "iters_per_sec": 5.0})
-        final = {"embedded": {"psnr": top, "ssim": 0.8 + top / 1000, "input_psnr": 20.2, "images": 2}}
+        # per image: the mixer's level, an image offset and a small seed-dependent wobble (paired by seed and image)
+        wobble = np.random.default_rng([config.seed, len(name)]).normal(0, 0.01, 4)
+        psnrs = [top + offset + w for offset, w in zip((-0.5, 0.3, 0.1, 0.1), wobble)]
+        result = EvalResult("denoise", config.mixer, ("psnr", "ssim"), degradation="denoise:sigma=25")
+        result.rows = [
+            {"set": "embedded", "image": f"im{i}.png", "psnr": p, "ssim": 0.8, "input_psnr": 20.0 + i, "seconds": 0.1}
+            for i, p in enumerate(psnrs)
+        ]
+        result.write_csv(run_dir / "per_image.csv")
+        final = {"embedded": {"psnr": float(np.mean(psnrs)), "ssim": 0.8, "input_psnr": 20.2, "images": 4}}
         return FakeRunResult(
             run_dir=run_dir,
             config=config,
@@ -136,6 +146,8 @@ ARGS = [
     "30",
     "--seed",
     "3",
+    "--seeds",
+    "1",
     "--no-progress",
     "--device",
     "cpu",
@@ -171,27 +183,21 @@ def test_compare_end_to_end_with_fake_engine(tmp_path, fake_engine, capsys):
     assert grid.shape[1] > grid.shape[0] * 2  # one row of 2 + 3 panels
 
     rows = _read_csv(out / "leaderboard.csv")
-    assert list(rows[0]) == [
-        "mixer",
-        "embedded_psnr",
-        "embedded_ssim",
-        "params",
-        "macs_g_per_mpx",
-        "train_it_per_s",
-        "infer_ms_per_mpx",
-        "iters",
-        "run_dir",
-    ]
+    assert list(rows[0]) == report.setting_columns(["embedded"])
     assert [r["mixer"] for r in rows] == ["hco", "conv", "identity"]  # sorted by PSNR, best first
     psnrs = [float(r["embedded_psnr"]) for r in rows]
-    assert psnrs == sorted(psnrs, reverse=True) and psnrs[0] == pytest.approx(28.5)
-    assert all(int(r["iters"]) == 30 and Path(r["run_dir"]).is_dir() for r in rows)
+    assert psnrs == sorted(psnrs, reverse=True) and psnrs[0] == pytest.approx(28.5, abs=0.05)
+    assert all(float(r["iters"]) == 30 and all(Path(d).is_dir() for d in r["run_dirs"].split(";")) for r in rows)
     assert float(rows[0]["macs_g_per_mpx"]) == pytest.approx(4.0)  # 1e9 * (1 + len("hco")) MACs
+    assert [r["embedded_resolved"] for r in rows] == ["False"] * 3  # one seed: nothing is resolved
+    assert len(_read_csv(out / "runs.csv")) == 3
 
     md = (out / "leaderboard.md").read_text()
-    assert "| 1 | `hco` | 28.50 |" in md and "NOT comparable" in md
+    assert "| 1 | `hco` | 28.4" in md and "no interval: 1 seed" in md and "NOT comparable" in md
+    assert "1 seed: no interval covers training noise" in md and "![difference to conv on embedded](forest.png)" in md
+    assert cv2.imread(str(out / "forest.png")) is not None
     printed = capsys.readouterr().out
-    assert "| 1 | `hco` | 28.50 |" in printed and "| 3 | `identity` |" in printed
+    assert "| 1 | `hco` | 28.4" in printed and "`identity` |" in printed
     state = json.loads((out / "state.json").read_text())
     assert [m["status"] for m in state["mixers"]] == ["finished"] * 3
 
@@ -348,9 +354,9 @@ def test_diverged_mixer_is_reported_and_the_others_still_run(tmp_path, fake_engi
     fake = fake_engine(FakeTrain(diverge_on="identity"))
     assert compare.main(["--mixers", "identity,conv", *ARGS, "--out", str(out)]) == 0
     assert [c.mixer for c, _ in fake.calls] == ["identity", "conv"]
-    assert "identity: diverged: loss became nan" in capsys.readouterr().err
+    assert "identity (seed 3): diverged: loss became nan" in capsys.readouterr().err
     rows = _read_csv(out / "leaderboard.csv")
-    assert [(r["mixer"], r["embedded_psnr"]) for r in rows] == [("conv", "27.000000"), ("identity", "")]
+    assert [(r["mixer"], r["embedded_psnr"][:4]) for r in rows] == [("conv", "27.0"), ("identity", "")]
     assert "diverged (nan/inf, no scores): identity" in (out / "leaderboard.md").read_text()
     again = fake_engine(FakeTrain())
     assert compare.main(["--resume", str(out), "--no-progress", "--crop", "40"]) == 0
@@ -450,3 +456,65 @@ def test_jobs_must_be_positive(tmp_path):
         "error: --jobs 0 is not allowed; expected at least 1 (mixers trained at once)"
     ), r.stderr
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------------------ seeds and intervals
+def test_seeds_run_seed_by_seed_and_the_leaderboard_has_intervals(tmp_path, fake_engine, capsys):
+    fake = fake_engine(FakeTrain())
+    out = tmp_path / "cmp"
+    args = list(ARGS)
+    args[args.index("--seeds") + 1] = "2"
+    assert compare.main(["--mixers", "conv,identity,hco", *args, "--baseline", "hco", "--out", str(out)]) == 0
+    assert [(c.mixer, c.seed) for c, _ in fake.calls] == [
+        ("conv", 3),
+        ("identity", 3),
+        ("hco", 3),
+        ("conv", 4),
+        ("identity", 4),
+        ("hco", 4),
+    ]  # every mixer at the first seed, then the next: finished runs come in pairs
+    assert len({c.name for c, _ in fake.calls}) == 6 and fake.calls[0][0].name == "01_conv_seed3"
+    state = json.loads((out / "state.json").read_text())
+    assert state["version"] == 2 and state["seeds"] == [3, 4] and state["baseline"] == "hco"
+    rows = {r["mixer"]: r for r in _read_csv(out / "leaderboard.csv")}
+    assert {r["seeds"] for r in rows.values()} == {"2"}
+    assert rows["identity"]["embedded_resolved"] == "True" and float(rows["identity"]["embedded_delta"]) < -3
+    assert rows["hco"]["embedded_delta"] == "0.000000" and rows["hco"]["embedded_rank"] == "1"
+    assert float(rows["conv"]["embedded_psnr_low"]) < float(rows["conv"]["embedded_psnr"])
+    md = (out / "leaderboard.md").read_text()
+    assert "Δ vs hco [95% CI]" in md and "(n=2)" in md and "smallest resolvable difference" in md
+    assert cv2.imread(str(out / "forest.png")) is not None and len(_read_csv(out / "runs.csv")) == 6
+    # the report is rebuilt from the runs' files with another baseline, nothing trained again
+    again = fake_engine(FakeTrain())
+    assert compare.main(["--resume", str(out), "--baseline", "conv", "--no-progress", "--crop", "40"]) == 0
+    assert again.calls == [] and "Δ vs conv [95% CI]" in (out / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seeds", "0"], "error: --seeds 0 is not allowed; expected at least 1 (runs per mixer)"),
+        (["--baseline", "pool"], "error: --baseline 'pool' is not one of the mixers compared: 'conv', 'identity'"),
+    ],
+)
+def test_bad_seeds_and_baseline_are_one_line_errors(tmp_path, extra, message):
+    r = _compare_cli("--mixers", "conv,identity", *extra, "--out", tmp_path / "x", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == message, r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_two_seed_compare_end_to_end_with_the_real_engine(tmp_path):
+    """A tiny two-seed comparison trains paired runs, keeps per-image results and reports intervals."""
+    args = ["--mixers", "conv,identity", "--seeds", "2", "--preset", "tiny", "--iters", "6", "--set", "eval_every=3"]
+    args += ["--set", "batch_size=2", "--set", "patch_size=32", "--device", "cpu", "--out", tmp_path / "cmp"]
+    r = _compare_cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = sorted(p.name for p in (tmp_path / "cmp" / "runs").iterdir() if p.is_dir())
+    assert runs == ["01_conv_seed0", "01_conv_seed1", "02_identity_seed0", "02_identity_seed1"]
+    for run in runs:
+        per_image = _read_csv(tmp_path / "cmp" / "runs" / run / "per_image.csv")
+        assert len(per_image) >= 1 and per_image[0]["degradation"] == "denoise:sigma=25"
+    rows = {r["mixer"]: r for r in _read_csv(tmp_path / "cmp" / "leaderboard.csv")}
+    assert rows["conv"]["seeds"] == "2" and rows["identity"]["embedded_delta"] != ""
+    assert "Δ vs conv [95% CI]" in r.stdout and "Seeds needed to resolve" in r.stdout
