@@ -139,3 +139,52 @@ def test_classical_baselines_denoise(method):
 
     before, after = psnr(to_uint8(noisy), gt), psnr(to_uint8(classical_restorer(method, task)(noisy)), gt)
     assert after > before + 3, f"{method}: {before:.2f} -> {after:.2f} dB"
+
+
+# ------------------------------------------------------------------------------------------ paired comparisons
+def _checkpoint(path: Path, mixer: str, seed: int) -> Path:
+    torch.manual_seed(seed)
+    net = build_arch("ir", mixer=mixer, preset="tiny", in_chans=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"arch_spec": net.arch_spec, "model": net.state_dict(), "config": {"seed": seed}}, path)
+    return path
+
+
+def test_several_checkpoints_give_one_paired_table(tmp_path):
+    conv = [_checkpoint(tmp_path / f"conv{k}.pth", "conv", k) for k in (0, 1)]
+    ident = [_checkpoint(tmp_path / f"id{k}.pth", "identity", k) for k in (0, 1)]
+    out = run_eval(
+        "--weights", f"conv={conv[0]},{conv[1]}", "--weights", f"identity={ident[0]},{ident[1]}",
+        "--baseline", "identity", "--out", tmp_path / "paired", env_data=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Δ vs identity [95% CI]" in out.stdout and "(n=2)" in out.stdout and "Seeds needed" in out.stdout
+    for label, seed in (("conv", 0), ("conv", 1), ("identity", 0), ("identity", 1)):
+        rows = list(csv.DictReader((tmp_path / "paired" / label / f"seed{seed}_per_image.csv").open()))
+        assert rows and rows[0]["degradation"] == "denoise:sigma=25"
+    assert (tmp_path / "paired" / "paired.md").is_file() and (tmp_path / "paired" / "forest.png").is_file()
+    # the stored per-image results pair again without evaluating; one seed each says so
+    again = run_eval(
+        "--results", tmp_path / "paired" / "conv" / "seed0_per_image.csv",
+        "--results", f"id={tmp_path / 'paired' / 'identity' / 'seed0_per_image.csv'}",
+        "--out", tmp_path / "again", env_data=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "no interval: 1 seed" in again.stdout and "Δ vs seed0_per_image [95% CI]" in again.stdout
+
+
+def test_pairing_bad_input_is_one_line(tmp_path):
+    head = "set,image,degradation,psnr,ssim,input_psnr,seconds\n"
+    (tmp_path / "a.csv").write_text(head + "Set12,01.png,denoise:sigma=25,30.0,0.8,20.1,0.1\n")
+    (tmp_path / "b.csv").write_text(head + "Set12,01.png,denoise:sigma=50,27.0,0.7,14.2,0.1\n")
+    (tmp_path / "c.csv").write_text(head + "BSD68,test001.png,denoise:sigma=25,29.0,0.8,20.2,0.1\n")
+    cases = [
+        (["--results", tmp_path / "a.csv", "--results", tmp_path / "b.csv"], "different degradations"),
+        (["--results", tmp_path / "a.csv", "--results", tmp_path / "c.csv"], "has no results on 'Set12'"),
+        (["--results", tmp_path / "a.csv", "--results", tmp_path / "b.csv", "--baseline", "z"], "--baseline 'z'"),
+        (["--results", tmp_path / "a.csv"], "--results needs two or more results to pair"),
+    ]
+    for args, message in cases:
+        out = run_eval(*args, "--out", tmp_path / "never", env_data=False)
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and message in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
