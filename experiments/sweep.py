@@ -6,19 +6,35 @@
     python experiments/sweep.py --study hco_k --trials 7 --workers 2                      # 2 processes, 1 storage
     python experiments/sweep.py --study hco_k --trials 7 --storage postgresql://me@db/optuna   # many machines
     python experiments/sweep.py --study hco_k --report                        # tables and plots of a stored study
+    python experiments/sweep.py --study hco_k --report --baseline "learnable k"   # differences to another setting
 
 Studies are YAML files in experiments/sweeps/ (``--study NAME``) or anywhere (``--study path/to/study.yaml``); see
-``sandbox/sweep.py`` for the format. Each trial trains ``--seeds`` runs of one setting with ``sandbox.engine.train``
-(the same as run.py) and scores their mean PSNR on the task's first benchmark (the embedded split without data).
+``sandbox/sweep.py`` for the format. Each trial trains ``--seeds`` runs of one setting (3 by default) with
+``sandbox.engine.train`` (the same as run.py) and scores their mean PSNR on the task's first benchmark (the embedded
+split without data). Seed k gives every setting the same patches, noise draws and initialisation, so the report
+compares settings paired on seeds and images.
+
+Pruning: ``--pruner patient`` (default) prunes no trial before ``--prune-warmup`` of its iterations (0.5), and then
+only one more than ``--prune-margin`` dB (0.1; at least the resolvable difference: the validation PSNR is on 4 centre
+crops) below the median of at least 2 completed trials at the same validation step. ``--pruner median`` is Optuna's
+MedianPruner (decides at the first validation, on any difference), ``hyperband`` and ``none`` as in Optuna.
 
 The study lives in a storage: by default ``<out>/study.db`` (SQLite); ``--storage postgresql://...`` or
 ``mysql://...`` for workers on several machines; ``--storage journal:FILE`` for Optuna's journal file on a shared file
 system. Run the same command again to resume: finished trials are kept, and a trial whose worker died (no heartbeat
 for ``2 x --heartbeat`` seconds) is failed and retried, its runs resumed from their last checkpoints (RDB storages;
-the journal storage has no heartbeats). ``--trials N`` is the number of finished trials the study ends with.
+the journal storage has no heartbeats). ``--trials N`` is the number of finished trials the study ends with; a stored
+study refuses to resume with another study file, ``--seeds``, ``--seed`` or training options (``--report`` reads it
+whatever ``--seeds`` says).
 
-Outputs in ``--out`` (default outputs/sweeps/<study>): trials.csv, ablation.md (setting -> mean ± std PSNR over the
-seeds, params, iterations, minutes), history.png/.html, importance.png/.html, and runs/ (one run directory per seed).
+Outputs in ``--out`` (default outputs/sweeps/<study>): ablation.md, one row per setting: ``PSNR mean ± 95% CI``
+(across the seeds), ``Δ vs <baseline> [95% CI]`` (paired on seeds and images, ``*``: resolved; ``--baseline``, default
+the first setting of the study file), ``p (Holm)``, ``rank`` (settings that share a rank are not resolved from each
+other), SSIM, params, iterations, training minutes, pruned/failed trials, and under it the design's resolution (seed
+and image spread, the smallest resolvable difference, the seeds needed for 0.05 and 0.1 dB); ablation.csv (the same,
+machine-readable); forest.png (each difference with its interval); trials.csv; history.png/.html;
+importance.png/.html; and runs/ (one run directory per seed, each with its per_image.csv). Runs without per_image.csv
+(older studies) give mean ± std over the seeds instead, with a note.
 """
 
 from __future__ import annotations
@@ -49,10 +65,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--iters", type=int, default=None, help="training iterations per run")
     budget.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per run")
-    ap.add_argument("--seeds", type=int, default=1, help="runs per trial, seeds SEED, SEED+1, ... (default 1)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="runs per trial, seeds SEED, SEED+1, ... (default 3: a 95%% interval across seeds for every setting)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="first seed; also seeds the sampler (default 0)")
     ap.add_argument("--sampler", default=None, help="tpe, grid or random (default: grid for finite spaces, else tpe)")
-    ap.add_argument("--pruner", default="median", help="median (default), hyperband or none")
+    ap.add_argument(
+        "--pruner",
+        default="patient",
+        help="patient (default: a median rule with a warm-up and a margin), median (Optuna's MedianPruner: any\n"
+        "difference at any validation), hyperband or none",
+    )
+    ap.add_argument(
+        "--prune-warmup",
+        type=float,
+        default=0.5,
+        help="patient: no pruning before this share of a run's iterations (default 0.5)",
+    )
+    ap.add_argument(
+        "--prune-margin",
+        type=float,
+        default=0.1,
+        help="patient: prune only a trial this many dB below the median of the completed trials at the same\n"
+        "validation step; at least the resolvable difference (the validation PSNR is on 4 centre crops) (default 0.1)",
+    )
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        metavar="SETTING",
+        help="the setting ablation.md's differences are taken to (default: the first in the study file)",
+    )
     ap.add_argument(
         "--storage",
         default=None,
@@ -83,7 +128,15 @@ def options_from(args: argparse.Namespace):
     from sandbox.errors import OptionError
     from sandbox.plugins import load_plugins, plugin_path
     from sandbox.registry import list_mixers
-    from sandbox.sweep import SweepOptions, _pruner, _sampler, check_overrides, load_study_spec, storage_url
+    from sandbox.sweep import (
+        SweepOptions,
+        _pruner,
+        _sampler,
+        check_baseline,
+        check_overrides,
+        load_study_spec,
+        storage_url,
+    )
 
     for flag, value, low in (
         ("--trials", args.trials, 1),
@@ -121,7 +174,8 @@ def options_from(args: argparse.Namespace):
     check_overrides(overrides, "command line")
     preflight(spec, overrides)
     _sampler(args.sampler, spec, args.seed)  # names checked before anything is written
-    _pruner(args.pruner)
+    _pruner(args.pruner, args.prune_warmup, args.prune_margin)
+    check_baseline(spec, args.baseline)  # finite studies: the grid's labels; others are checked by the report
     out = Path(args.out or ROOT / "outputs" / "sweeps" / (args.study_name or spec.name)).resolve()
     storage_url(args.storage, out)
     opts = SweepOptions(
@@ -134,6 +188,9 @@ def options_from(args: argparse.Namespace):
         seed=args.seed,
         sampler=args.sampler,
         pruner=args.pruner,
+        prune_warmup=args.prune_warmup,
+        prune_margin=args.prune_margin,
+        baseline=args.baseline,
         heartbeat=args.heartbeat,
         max_retry=args.max_retry,
         overrides=overrides,
@@ -189,7 +246,7 @@ def main(argv=None) -> int:
 
     spec, opts = options_from(args)
     if args.report:
-        study, url = prepare_study(spec, opts)
+        study, url = prepare_study(spec, opts, report=True)
     else:
         study, url = prepare_study(spec, opts)  # created (and its grid enqueued) once, before any worker starts
         c = study_counts(study)
@@ -205,8 +262,8 @@ def main(argv=None) -> int:
             run_worker(spec, opts)
     if args.worker_tag:
         return 0  # the parent writes the reports
-    study, url = prepare_study(spec, opts)
-    paths = write_reports(study, spec, opts.out, url)
+    study, url = prepare_study(spec, opts, report=True)
+    paths = write_reports(study, spec, opts.out, url, baseline=opts.baseline)
     print()
     print((opts.out / "ablation.md").read_text())
     for key, path in paths.items():

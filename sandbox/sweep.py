@@ -15,12 +15,40 @@ parameters that vary (``params``)::
       width: {choices: [16, 32, 48], key: arch_options.embed_dim}      # a categorical into arch_options
       mixer: {choices: mixers, key: mixer}                             # every registered mixer, plugins included
 
-A trial trains ``seeds`` runs of one setting (seed, seed + 1, ...) and its value is their mean PSNR on the first
-evaluation set; the first run's validation PSNR is reported to the pruner. Every run directory is stored in the
-trial's ``run_dirs`` attribute as soon as it exists, so a trial whose worker died (no heartbeat for the grace period)
-is failed, retried by :class:`optuna.storages.RetryFailedTrialCallback`, and the retry resumes those runs from their
-last checkpoints. Finite spaces with the grid sampler are enqueued once, setting by setting, so parallel workers never
-run a setting twice.
+A trial trains ``seeds`` runs of one setting (seed, seed + 1, ...; 3 by default) and its value is their mean PSNR on
+the first evaluation set; the first run's validation PSNR is reported to the pruner. Every run directory is stored in
+the trial's ``run_dirs`` attribute as soon as it exists (its seeds in ``seeds``), so a trial whose worker died (no
+heartbeat for the grace period) is failed, retried by :class:`optuna.storages.RetryFailedTrialCallback`, and the retry
+resumes those runs from their last checkpoints. Finite spaces with the grid sampler are enqueued once, setting by
+setting, so parallel workers never run a setting twice.
+
+Pruning (``SweepOptions.pruner``): ``patient`` (the default, :class:`PatientMedianPruner`) decides nothing before
+``prune_warmup`` of a run's iterations (0.5), needs 2 completed trials with a value at the same validation step, and
+prunes a trial only when it is more than ``prune_margin`` dB (0.1) below their median; the margin should be at least
+the difference the validation resolves (its PSNR is on ``val_images`` centre crops, 4 by default). ``median`` is
+Optuna's MedianPruner (it stops a setting at its first validation over any difference, 0.001 dB included),
+``hyperband`` Optuna's HyperbandPruner, ``none`` never prunes.
+
+The reports (:func:`write_reports`): seed k gives every setting the same patches, noise draws and initialisation, so
+the complete trials' runs are compared paired on seeds and images from their ``per_image.csv``
+(:func:`sandbox.stats.runs_table`, :func:`sandbox.stats.compare`, on the first evaluation set). ``ablation.md`` has one
+row per setting (file order for finite studies, best first otherwise):
+
+- ``PSNR mean ± 95% CI``: the mean over seeds and images ± half the 95% t-interval across the seeds' means (``no
+  interval: 1 seed`` with one seed);
+- ``Δ vs <baseline> [95% CI]``: the setting minus the baseline (``--baseline``, default the first setting), paired on
+  seeds and images, with its hierarchical-bootstrap interval; ``*``: resolved;
+- ``p (Holm)``: the paired test's p-value, Holm-corrected over the rows;
+- ``rank``: rank groups in descending mean; settings that share a rank are not resolved from each other (bold: the
+  leading group, when a setting is resolved from it);
+- SSIM (mean), params of the network, iterations and training minutes per run, trials pruned or failed; a setting
+  without a complete trial shows ``pruned`` or ``failed: <error>`` instead of its scores.
+
+Under the table, :meth:`sandbox.stats.Comparison.footer`: what the intervals mean, the seed-to-seed and image-to-image
+spread, the smallest difference the design resolves and the seeds needed to resolve 0.05 and 0.1 dB. ``ablation.csv``
+holds the same per setting (:meth:`sandbox.stats.Comparison.records`), ``forest.png`` each difference with its
+interval. Runs without ``per_image.csv`` (studies older than it) give the former table, mean ± sample std over the
+seeds, with a note that per-image results are missing.
 """
 
 from __future__ import annotations
@@ -45,8 +73,14 @@ from typing import Any, Callable
 from .config import RunConfig, apply_overrides
 from .errors import OptionError, SandboxError
 
+try:  # the sweep extra (optuna) may be absent: everything else in this module imports it where it is used
+    from optuna.pruners import BasePruner as _BasePruner
+except ImportError:  # pragma: no cover
+    _BasePruner = object
+
 __all__ = [
     "Param",
+    "PatientMedianPruner",
     "StudySpec",
     "SweepOptions",
     "load_study_spec",
@@ -402,10 +436,13 @@ class SweepOptions:
     out: Path = Path("outputs/sweeps/study")
     storage: str | None = None  # see storage_url
     study_name: str | None = None  # name in the storage (default: the study's name)
-    seeds: int = 1  # runs per trial (seed, seed + 1, ...)
+    seeds: int = 3  # runs per trial (seed, seed + 1, ...): 3 give every setting a t-interval across seeds
     seed: int = 0
     sampler: str | None = None  # tpe, grid, random (None: grid for finite spaces, else tpe)
-    pruner: str = "median"  # median, hyperband, none
+    pruner: str = "patient"  # patient (PatientMedianPruner), median (Optuna's MedianPruner), hyperband, none
+    prune_warmup: float = 0.5  # patient: no decision before this share of a run's iterations
+    prune_margin: float = 0.1  # patient: dB below the others' median before a trial is pruned
+    baseline: str | None = None  # the setting ablation.md's differences are taken to (None: the first)
     heartbeat: int = HEARTBEAT_S  # seconds; a trial silent for 2 heartbeats is failed and retried
     max_retry: int = 2
     overrides: dict[str, Any] = field(default_factory=dict)  # RunConfig overrides from the command line
@@ -439,23 +476,88 @@ def _sampler(name: str | None, spec: StudySpec, seed: int):
     raise SweepError(f"--sampler {name!r} is not valid; expected tpe, grid or random")
 
 
-def _pruner(name: str):
+PRUNERS = ("patient", "median", "hyperband", "none")
+
+
+class PatientMedianPruner(_BasePruner):
+    """A median rule that does not decide on noise: the default pruner of the sweeps (``--pruner patient``).
+
+    A trial is pruned at a validation step only when all of these hold:
+
+    - the step is past the warm-up: at least ``warmup`` (a share, 0..1) of the run's iterations. The run's length is
+      the trial's ``run_steps`` user attribute (the objective sets it to the run's ``iters``, and, under a
+      wall-clock budget, to the iterations the budget is projected to reach), else ``run_steps`` given here; a trial
+      whose length is unknown is never pruned;
+    - at least ``min_trials`` completed trials reported a value at this very step;
+    - the trial's value at this step is worse than the median of theirs by more than ``margin`` (below it when the
+      study maximises). A NaN value (a diverged run) past the warm-up is pruned.
+
+    Optuna's :class:`optuna.pruners.MedianPruner` (``--pruner median``) prunes on any difference, so with a few
+    validation crops it stops settings at their first validation over a difference of a thousandth of a dB; the
+    margin should be at least the difference the validation can resolve (the sweeps validate on ``val_images``
+    centre crops, 4 by default). Unrelated to :class:`optuna.pruners.PatientPruner`, which waits for a trial to stop
+    improving. Uses public Optuna API only (``study.get_trials``, ``trial.intermediate_values``, ``trial.last_step``).
+    """
+
+    def __init__(self, warmup: float = 0.5, margin: float = 0.1, min_trials: int = 2, run_steps: int | None = None):
+        if not 0.0 <= warmup <= 1.0:
+            raise SweepError(f"--prune-warmup {warmup:g} is not valid; expected a share of the run's iterations, 0..1")
+        if not margin >= 0.0:
+            raise SweepError(f"--prune-margin {margin:g} is not valid; expected dB >= 0")
+        if min_trials < 1:
+            raise SweepError(f"min_trials {min_trials} is not valid; expected an integer >= 1")
+        self.warmup = float(warmup)
+        self.margin = float(margin)
+        self.min_trials = int(min_trials)
+        self.run_steps = run_steps
+
+    def prune(self, study, trial) -> bool:
+        from optuna.study import StudyDirection
+        from optuna.trial import TrialState
+
+        step = trial.last_step
+        if step is None:
+            return False
+        total = trial.user_attrs.get("run_steps") or self.run_steps
+        if not total or step < self.warmup * float(total):
+            return False
+        others = [
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number != trial.number and step in t.intermediate_values
+        ]
+        others = [v for v in others if not math.isnan(v)]
+        if len(others) < self.min_trials:
+            return False
+        value = trial.intermediate_values[step]
+        if math.isnan(value):
+            return True
+        median = statistics.median(others)
+        if study.direction == StudyDirection.MINIMIZE:
+            return value > median + self.margin
+        return value < median - self.margin
+
+
+def _pruner(name: str, warmup: float = 0.5, margin: float = 0.1):
     import optuna
 
+    if name == "patient":
+        return PatientMedianPruner(warmup=warmup, margin=margin)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner()
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise SweepError(f"--pruner {name!r} is not valid; expected median, hyperband or none")
+    raise SweepError(f"--pruner {name!r} is not valid; expected {', '.join(PRUNERS)}")
 
 
 # ------------------------------------------------------------------------------------------------------- the study
-def prepare_study(spec: StudySpec, opts: SweepOptions):
+def prepare_study(spec: StudySpec, opts: SweepOptions, report: bool = False):
     """Create or load the study (checking it was made by the same definition and options) and enqueue the grid.
 
-    Returns ``(study, storage_url)``.
+    With ``report`` (only the tables and plots are wanted) the seed count is not checked (the report reads what each
+    trial stored, whatever ``--seeds`` says) and nothing is enqueued. Returns ``(study, storage_url)``.
     """
     import optuna
 
@@ -469,7 +571,7 @@ def prepare_study(spec: StudySpec, opts: SweepOptions):
         storage=storage,
         direction="maximize",
         sampler=sampler,
-        pruner=_pruner(opts.pruner),
+        pruner=_pruner(opts.pruner, opts.prune_warmup, opts.prune_margin),
         load_if_exists=True,
     )
     digest = settings_digest(spec, opts)
@@ -478,13 +580,14 @@ def prepare_study(spec: StudySpec, opts: SweepOptions):
         study.set_user_attr("settings", digest)
         study.set_user_attr("study_file", str(spec.path))
         study.set_user_attr("description", spec.description)
-    elif stored != digest:
-        changed = [k for k in digest if stored.get(k) != digest[k]]
-        raise SweepError(
-            f"study {name!r} in {_redact(url)} was made with other settings ({', '.join(changed)} differ); "
-            "use the same study file and options to resume it, or a new --study-name / --out"
-        )
-    if sampler_name == "grid":
+    else:
+        changed = [k for k in digest if stored.get(k) != digest[k] and not (report and k == "seeds")]
+        if changed:
+            raise SweepError(
+                f"study {name!r} in {_redact(url)} was made with other settings ({', '.join(changed)} differ); "
+                "use the same study file and options to resume it, or a new --study-name / --out"
+            )
+    if sampler_name == "grid" and not report:
         enqueue_grid(study, spec, opts.trials)
     return study, url
 
@@ -567,6 +670,9 @@ def make_objective(spec: StudySpec, opts: SweepOptions, train_fn: Callable | Non
         previous = list(trial.user_attrs.get("run_dirs", []))  # a retried trial carries the dead worker's runs
         run_dirs: list[str] = []
         results: list[dict[str, Any]] = []
+        trial.set_user_attr("seeds", [opts.seed + k for k in range(opts.seeds)])  # the report pairs runs on these
+        trial.set_user_attr("run_steps", int(cfg.iters))  # the patient pruner's warm-up is a share of this
+        budget_s = cfg.budget_minutes * 60.0 if cfg.budget_minutes else None
         retry_of = system_attrs.get("failed_trial")
         if retry_of is not None:
             print(
@@ -579,6 +685,9 @@ def make_objective(spec: StudySpec, opts: SweepOptions, train_fn: Callable | Non
             def on_eval(step: int, metrics: dict, first: bool = s == 0) -> None:
                 if not first:
                     return
+                if budget_s is not None and metrics.get("wall"):  # the iterations the budget is projected to reach
+                    share = max(step / cfg.iters, metrics["wall"] / budget_s)
+                    trial.set_user_attr("run_steps", min(int(cfg.iters), max(step, round(step / share))))
                 trial.report(metrics["psnr"], step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at step {step} (validation {metrics['psnr']:.2f} dB)")
@@ -722,9 +831,11 @@ def _std(xs: list[float]) -> float:
 
 
 def ablation_rows(study, spec: StudySpec) -> list[dict[str, Any]]:
-    """One row per setting (its trials pooled): mean/std PSNR over all their seeds, params, time; file order for
-    finite spaces, best first otherwise."""
+    """One row per setting (its trials pooled): mean/std PSNR over all their seeds, params, time, and ``run_dirs``
+    ({seed: run directory} of its complete trials, for the paired comparison); file order for finite spaces, best
+    first otherwise."""
     groups: dict[str, list] = {}
+    base_seed = int((study.user_attrs.get("settings") or {}).get("seed", 0))
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("surplus") or t.state.name in ("WAITING", "RUNNING"):
             continue
@@ -737,6 +848,12 @@ def ablation_rows(study, spec: StudySpec) -> list[dict[str, Any]]:
         psnrs = [p for t in done for p in t.user_attrs.get("psnr_seeds", [t.value])]
         pruned = [t for t in trials if t.state.name == "PRUNED"]
         failed = [t for t in trials if t.state.name == "FAIL"]
+        by_seed: dict[int, str] = {}
+        for t in done:
+            dirs = list(t.user_attrs.get("run_dirs", []))
+            seeds = t.user_attrs.get("seeds") or [base_seed + k for k in range(len(dirs))]  # older trials: in order
+            for k, d in zip(seeds, dirs):
+                by_seed.setdefault(int(k), str(d))  # a setting run twice (TPE): its first run of each seed
         rows.append(
             {
                 "setting": label,
@@ -751,6 +868,8 @@ def ablation_rows(study, spec: StudySpec) -> list[dict[str, Any]]:
                 "failed": len(failed),
                 "error": failed[0].user_attrs.get("error", "") if failed else "",
                 "eval_set": done[0].user_attrs.get("eval_set", "") if done else "",
+                "run_dirs": by_seed,
+                "first_trial": min(t.number for t in trials),
             }
         )
     if spec.finite:
@@ -761,47 +880,227 @@ def ablation_rows(study, spec: StudySpec) -> list[dict[str, Any]]:
     return rows
 
 
-def ablation_markdown(study, spec: StudySpec, storage: str) -> str:
+def _why_unscored(row: dict[str, Any]) -> str:
+    return "pruned" if row["pruned"] else (f"failed: {row['error']}" if row["failed"] else "not run")
+
+
+def setting_labels(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
+    """The settings ``--baseline`` may name: the grid's labels (finite studies), else the stored trials'."""
+    return [spec.label(v) for v in spec.grid()] if spec.finite else [r["setting"] for r in rows]
+
+
+def check_baseline(spec: StudySpec, baseline: str | None, rows: list[dict[str, Any]] | None = None) -> None:
+    """A ``--baseline`` that names no setting is one error line listing them."""
+    if baseline is None:
+        return
+    names = setting_labels(spec, rows or [])
+    if baseline not in names:
+        shown = ", ".join(map(repr, names[:30])) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+        raise SweepError(f"--baseline {baseline!r} is not one of the settings: {shown or 'none has run yet'}")
+
+
+def _baseline(spec: StudySpec, rows: list[dict[str, Any]], asked: str | None) -> tuple[str, list[str]]:
+    """The baseline of the comparison and a note when the default had to move (the first setting has no runs)."""
+    scored = [r for r in rows if r["run_dirs"]]
+    if asked is not None:
+        check_baseline(spec, asked, rows)
+        row = next((r for r in rows if r["setting"] == asked), None)
+        if row is None or not row["run_dirs"]:
+            raise SweepError(
+                f"--baseline {asked!r} has no finished run ({_why_unscored(row) if row else 'not run'}); choose "
+                f"another (finished: {', '.join(repr(r['setting']) for r in scored)})"
+            )
+        return asked, []
+    first = spec.label(spec.grid()[0]) if spec.finite else min(rows, key=lambda r: r["first_trial"])["setting"]
+    if any(r["setting"] == first for r in scored):
+        return first, []
+    row = next((r for r in rows if r["setting"] == first), None)
+    fallback = scored[0] if spec.finite else min(scored, key=lambda r: r["first_trial"])
+    why = _why_unscored(row) if row else "not run"
+    return fallback["setting"], [
+        f"The first setting `{first}` has no finished run ({why}): differences are to "
+        f"`{fallback['setting']}` (choose another with --baseline)."
+    ]
+
+
+def _located(run_dir: str, out: Path | None) -> Path:
+    """A run directory as stored, or under ``out/runs`` when the output folder was moved since."""
+    path = Path(run_dir)
+    if not path.exists() and out is not None and (out / "runs" / path.name).exists():
+        return out / "runs" / path.name
+    return path
+
+
+@dataclass
+class AblationReport:
+    """The ablation table of a study: its rows and, when every run has per-image results, the paired comparison."""
+
+    rows: list[dict[str, Any]]
+    comparison: Any = None  # sandbox.stats.Comparison, None without per-image results
+    eval_set: str = ""
+    degradation: str = ""
+    notes: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # runs without per_image.csv (the table falls back to mean ± std)
+
+
+def ablation_report(study, spec: StudySpec, baseline: str | None = None, out: Path | None = None) -> AblationReport:
+    """Rows of :func:`ablation_rows` and the paired comparison of the complete trials' runs on the first evaluation
+    set (:func:`sandbox.stats.runs_table` and :func:`sandbox.stats.compare`, baseline ``baseline`` or the first
+    setting). Runs evaluated with different degradations or on different images, or a ``baseline`` that names no
+    finished setting, are one :class:`SandboxError` line."""
+    from .evaluate import PER_IMAGE_FILE
+    from .stats import compare, runs_table
+
+    rows = ablation_rows(study, spec)
+    check_baseline(spec, baseline, rows)
+    scored = [r for r in rows if r["run_dirs"]]
+    eval_set = next((r["eval_set"] for r in rows if r["eval_set"]), "")
+    if not scored:
+        return AblationReport(rows, eval_set=eval_set)
+    runs = {r["setting"]: {k: _located(d, out) for k, d in r["run_dirs"].items()} for r in scored}
+    missing = [
+        f"{name} seed {k}" for name, by in runs.items() for k, d in by.items() if not (d / PER_IMAGE_FILE).is_file()
+    ]
+    if missing:
+        return AblationReport(rows, eval_set=eval_set, missing=missing)
+    base, notes = _baseline(spec, rows, baseline)
+    scores, set_name, degradation = runs_table({base: runs[base], **runs}, set_name=eval_set or None)
+    comparison = compare(scores, baseline=base)
+    return AblationReport(rows, comparison, set_name, degradation, notes)
+
+
+def ablation_markdown(study, spec: StudySpec, storage: str, baseline: str | None = None) -> str:
+    return _ablation_markdown(study, spec, storage, ablation_report(study, spec, baseline))
+
+
+def _ablation_markdown(study, spec: StudySpec, storage: str, rep: AblationReport, forest: str | None = None) -> str:
+    """ablation.md: the paired comparison's columns beside params, iterations, minutes and pruned/failed trials, and
+    the comparison's footer; without per-image results, mean ± std over the seeds as before, with a note."""
     from .cli import markdown_table
     from .complexity import human
 
-    rows = ablation_rows(study, spec)
-    eval_set = next((r["eval_set"] for r in rows if r["eval_set"]), "validation")
-    best = max((r["psnr"] for r in rows if not math.isnan(r["psnr"])), default=math.nan)
-    table = []
-    for r in rows:
-        if r["runs"]:
-            psnr = f"{r['psnr']:.3f} ± {r['std']:.3f}" if r["runs"] > 1 else f"{r['psnr']:.3f}"
-            if r["psnr"] == best:
-                psnr = f"**{psnr}**"
-        else:
-            psnr = "pruned" if r["pruned"] else f"failed: {r['error']}"
-        table.append(
-            [
-                r["setting"],
-                psnr,
-                r["runs"],
-                f"{r['ssim']:.4f}" if r["runs"] else "",
-                human(r["params"]) if r["params"] else "",
-                f"{r['iters']:.0f}" if r["runs"] else "",
-                f"{r['train_minutes']:.1f}" if r["runs"] else "",
-                r["pruned"] + r["failed"] if (r["pruned"] or r["failed"]) else "",
-            ]
-        )
+    comp = rep.comparison
+    eval_set = rep.eval_set or "validation"
     c = study_counts(study)
-    head = [
-        f"# Study `{study.study_name}`",
-        "",
-        spec.description.strip(),
-        "",
-        f"PSNR (dB) on {eval_set}: mean ± sample std over the runs (seeds) of each setting; params of the network; "
-        "iterations and training minutes per run. Storage: " + _redact(storage) + ".",
+    trials_line = (
         f"Trials: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['error']} failed with an error, "
-        f"{c['RUNNING']} running, {c['WAITING']} waiting.",
+        f"{c['RUNNING']} running, {c['WAITING']} waiting. Storage: {_redact(storage)}."
+    )
+    head = [f"# Study `{study.study_name}`", "", spec.description.strip(), ""]
+
+    def extra(r: dict[str, Any]) -> list[Any]:
+        scored = bool(r["runs"])
+        return [
+            f"{r['ssim']:.4f}" if scored else "",
+            human(r["params"]) if r["params"] else "",
+            f"{r['iters']:.0f}" if scored else "",
+            f"{r['train_minutes']:.1f}" if scored else "",
+            r["pruned"] + r["failed"] if (r["pruned"] or r["failed"]) else "",
+        ]
+
+    extra_header = ["SSIM", "params", "iters", "train min", "pruned/failed"]
+    if comp is None:
+        best = max((r["psnr"] for r in rep.rows if not math.isnan(r["psnr"])), default=math.nan)
+        table = []
+        for r in rep.rows:
+            if r["runs"]:
+                psnr = f"{r['psnr']:.3f} ± {r['std']:.3f}" if r["runs"] > 1 else f"{r['psnr']:.3f}"
+                if r["psnr"] == best:
+                    psnr = f"**{psnr}**"
+            else:
+                psnr = _why_unscored(r)
+            table.append([r["setting"], psnr, r["runs"], *extra(r)])
+        head += [
+            f"PSNR (dB) on {eval_set}: mean ± sample std over the runs (seeds) of each setting; SSIM (mean); params "
+            "of the network; iterations and training minutes per run; trials pruned or failed.",
+            trials_line,
+            "",
+            "",
+        ]
+        if rep.missing:
+            shown = ", ".join(rep.missing[:5]) + (", ..." if len(rep.missing) > 5 else "")
+            runs_total = sum(len(r["run_dirs"]) for r in rep.rows)
+            head[-2:-2] = [
+                "",
+                f"**No paired intervals:** per-image results (per_image.csv) are missing for {len(rep.missing)} of "
+                f"{runs_total} runs ({shown}; runs made before the engine wrote them, or moved), so this is the mean "
+                "± std of the runs' PSNRs, with no interval, p-value or rank.",
+            ]
+        header = ["setting", f"PSNR {eval_set}", "runs", *extra_header]
+        return "\n".join(head) + markdown_table(header, table, "lrr" + "r" * len(extra_header)) + "\n"
+
+    names = {st.name for st in comp.settings}
+    table = []
+    for r in rep.rows:
+        if r["setting"] in names:
+            cells = comp.cells(r["setting"])
+            mean = cells["mean"]
+            if comp.ranks[r["setting"]] == 1 and any(v != 1 for v in comp.ranks.values()):
+                mean = f"**{mean}**"
+            table.append([r["setting"], mean, cells["delta"], cells["p"], cells["rank"], *extra(r)])
+        else:
+            table.append([r["setting"], _why_unscored(r), "", "", "", *extra(r)])
+    degradation = f" ({rep.degradation})" if rep.degradation else ""
+    head += [
+        f"PSNR (dB) per image of {eval_set}{degradation}, {comp.images} images, for each seed of each setting; seed k "
+        "gives every setting the same patches, noise draws and initialisation, so settings are compared paired on "
+        "seeds and images (see under the table). Bold: the leading rank group, when a setting is resolved from it. "
+        "SSIM (mean); params of the network; iterations and training minutes per run; trials pruned or failed.",
+        trials_line,
+        "",
         "",
     ]
-    header = ["setting", f"PSNR {eval_set}", "runs", "SSIM", "params", "iters", "train min", "pruned/failed"]
-    return "\n".join(head) + markdown_table(header, table, "lrrrrrrr") + "\n"
+    header = ["setting", *comp.columns(), *extra_header]
+    text = "\n".join(head) + markdown_table(header, table, "l" + "r" * (len(header) - 1))
+    text += "\n\n" + comp.footer()
+    for note in rep.notes:
+        text += "\n\n" + note
+    if forest:
+        text += f"\n\n![difference to {comp.baseline}]({forest})"
+    return text + "\n"
+
+
+ABLATION_CSV = [
+    "setting", "status", "eval_set", "baseline", "seeds", "mean", "ci_low", "ci_high", "seed_sd", "delta", "delta_low",
+    "delta_high", "p", "p_holm", "resolved", "rank", "ssim", "params", "iters", "train_minutes", "pruned", "failed",
+    "error",
+]  # fmt: skip
+
+
+def ablation_csv(rep: AblationReport) -> str:
+    """ablation.csv: one row per setting, the comparison's :meth:`~sandbox.stats.Comparison.records` (empty where a
+    setting has no score, or no interval without per-image results) beside the study's columns."""
+    records = {r["setting"]: r for r in rep.comparison.records()} if rep.comparison is not None else {}
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ABLATION_CSV, lineterminator="\n")
+    w.writeheader()
+    for r in rep.rows:
+        status = "complete" if r["runs"] else ("pruned" if r["pruned"] else "failed")
+        rec = records.get(r["setting"])
+        if rec is None and r["runs"] and rep.comparison is None:  # no per-image results: mean and std of the runs
+            rec = {"seeds": r["runs"], "mean": r["psnr"], "seed_sd": r["std"] if r["runs"] > 1 else math.nan}
+        row = {
+            "setting": r["setting"],
+            "status": status,
+            "eval_set": rep.eval_set,
+            "baseline": rep.comparison.baseline if rep.comparison is not None else "",
+            **{k: v for k, v in (rec or {}).items() if k != "setting"},
+            "ssim": r["ssim"] if r["runs"] else math.nan,
+            "params": r["params"] or "",
+            "iters": r["iters"] if r["runs"] else "",
+            "train_minutes": r["train_minutes"] if r["runs"] else "",
+            "pruned": r["pruned"],
+            "failed": r["failed"],
+            "error": r["error"],
+        }
+        w.writerow({k: _csv_cell(row.get(k, "")) for k in ABLATION_CSV})
+    return buf.getvalue()
+
+
+def _csv_cell(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.10g}"
+    return v
 
 
 def trials_csv(study) -> str:
@@ -828,16 +1127,27 @@ def dashboard_command(url: str) -> str:
     return f"pip install optuna-dashboard && optuna-dashboard {target}"
 
 
-def write_reports(study, spec: StudySpec, out: Path, storage: str) -> dict[str, Path]:
-    """trials.csv, ablation.md, history/importance plots (PNG and HTML); returns the paths written."""
+def write_reports(study, spec: StudySpec, out: Path, storage: str, baseline: str | None = None) -> dict[str, Path]:
+    """trials.csv, ablation.md, ablation.csv, forest.png, history/importance plots (PNG and HTML); returns the paths
+    written. Everything is computed before the first file is written, so an error (a ``baseline`` that names no
+    finished setting, runs of different degradations or images) leaves the previous reports as they were."""
     import optuna
 
     from .evaluate import write_text_atomic
+    from .stats import forest_plot
 
+    rep = ablation_report(study, spec, baseline, out)
+    comp = rep.comparison
+    forest = "forest.png" if comp is not None and comp.differences else None
+    table = _ablation_markdown(study, spec, storage, rep, forest)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "trials.csv", "table": out / "ablation.md"}
+    paths = {"csv": out / "trials.csv", "table": out / "ablation.md", "ablation_csv": out / "ablation.csv"}
     write_text_atomic(paths["csv"], trials_csv(study))
-    write_text_atomic(paths["table"], ablation_markdown(study, spec, storage))
+    write_text_atomic(paths["table"], table)
+    write_text_atomic(paths["ablation_csv"], ablation_csv(rep))
+    if forest:
+        title = f"{study.study_name} on {rep.eval_set}: difference to {comp.baseline}"
+        paths["forest_png"] = forest_plot(comp, out / forest, title=title)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     plots = {"history": "plot_optimization_history"}
     varying = [p.name for p in spec.params if len({json.dumps(t.params.get(p.name)) for t in complete}) > 1]

@@ -40,6 +40,7 @@ STUDIES = ROOT / "experiments" / "sweeps"
 TINY = [
     "--preset", "tiny", "--iters", "8", "--set", "batch_size=2", "--set", "patch_size=16", "--set", "eval_every=2",
     "--set", "save_every=2", "--set", "val_images=1", "--set", "val_crop=32", "--heartbeat", "1", "--no-progress",
+    "--seeds", "1",
 ]  # fmt: skip
 
 
@@ -190,7 +191,7 @@ def k_psnr(config) -> float:
 
 
 def opts(tmp_path, **kw) -> SweepOptions:
-    base = dict(study="hco_k", trials=7, out=tmp_path, progress=False, heartbeat=1, pruner="none")
+    base = dict(study="hco_k", trials=7, out=tmp_path, progress=False, heartbeat=1, pruner="none", seeds=1)
     return SweepOptions(**{**base, **kw})
 
 
@@ -276,18 +277,23 @@ def test_journal_storage(tmp_path):
 @pytest.mark.slow
 def test_tiny_study_end_to_end_on_sqlite(tmp_path):
     out = tmp_path / "sweep"
-    r = cli("--study", "hco_k", "--trials", "3", *TINY, "--out", out)
+    r = cli("--study", "hco_k", "--trials", "3", *TINY, "--seeds", "2", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     study = load_sqlite_study(out, "hco_k")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     for t in study.trials:
-        (run_dir,) = t.user_attrs["run_dirs"]
-        assert (Path(run_dir) / "results.json").is_file()
-        assert t.value == pytest.approx(
-            json.loads((Path(run_dir) / "results.json").read_text())["final"]["embedded"]["psnr"]
-        )
+        assert t.user_attrs["seeds"] == [0, 1]
+        finals = []
+        for run_dir in map(Path, t.user_attrs["run_dirs"]):
+            assert (run_dir / "results.json").is_file() and (run_dir / "per_image.csv").is_file()
+            finals.append(json.loads((run_dir / "results.json").read_text())["final"]["embedded"]["psnr"])
+        assert t.value == pytest.approx(sum(finals) / 2)
     assert "| fixed k=0 |" in r.stdout and "optuna-dashboard sqlite:///" in r.stdout
-    for name in ("trials.csv", "ablation.md", "history.png", "history.html", "importance.png"):
+    table = (out / "ablation.md").read_text()
+    assert "| fixed k=1 |" in table and "(n=2)" in table and "Δ vs fixed k=0 [95% CI]" in table
+    assert "Resolution of this design" in table  # paired on the engine's per_image.csv
+    for name in ("trials.csv", "ablation.md", "ablation.csv", "forest.png", "history.png", "history.html",
+                 "importance.png"):  # fmt: skip
         assert (out / name).is_file(), name
 
 
@@ -401,7 +407,12 @@ def test_unreachable_storage_is_one_line(tmp_path):
         (["--study", "hco_k", "--trials", "0"], "--trials 0 is not valid; expected an integer >= 1"),
         (["--study", "hco_k", "--budget-minutes", "-1"], "--budget-minutes -1 is not valid"),
         (["--study", "hco_k", "--sampler", "cmaes"], "--sampler 'cmaes' is not valid; expected tpe, grid or random"),
-        (["--study", "hco_k", "--pruner", "sha"], "--pruner 'sha' is not valid"),
+        (["--study", "hco_k", "--pruner", "sha"], "--pruner 'sha' is not valid; expected patient, median, hyperband"),
+        (["--study", "hco_k", "--seeds", "0"], "--seeds 0 is not valid; expected an integer >= 1"),
+        (["--study", "hco_k", "--seeds", "-2"], "--seeds -2 is not valid; expected an integer >= 1"),
+        (["--study", "hco_k", "--prune-warmup", "1.5"], "--prune-warmup 1.5 is not valid"),
+        (["--study", "hco_k", "--prune-margin", "-0.1"], "--prune-margin -0.1 is not valid; expected dB >= 0"),
+        (["--study", "hco_k", "--baseline", "k=5"], "--baseline 'k=5' is not one of the settings: 'fixed k=0', "),
         (["--study", "hco_k", "--set", "lrr=1"], "has no field 'lrr'; did you mean 'lr'?"),
         (["--study", "hco_k", "--task", "denoize"], "unknown task 'denoize'"),
     ],
