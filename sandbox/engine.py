@@ -259,9 +259,9 @@ def _paired_init(net: nn.Module, reference_spec: dict[str, Any], entry_rng: torc
     in ``__getitem__`` and handed to ``task.degrade_batch`` only; neither the network build nor the training step
     consumes it (they use the global RNG), so all settings of one seed see identical batches.
 
-    Cost: one more build of the network without its mixers (milliseconds at the tiny and small presets). A resumed run loads its weights over the network, so there the
-    pairing changes nothing. If the network does not build with the identity mixer (a plugin network that rejects
-    it), ``net`` keeps its own initialisation, with a warning.
+    Cost: one more build of the network without its mixers (milliseconds at the tiny and small presets). A resumed run
+    loads its weights over the network, so there the pairing changes nothing. If the network does not build with the
+    identity mixer (a plugin network that rejects it), ``net`` keeps its own initialisation, with a warning.
     """
     import warnings
 

@@ -237,6 +237,28 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], base: str | os.PathL
     return markdown_table(header, body, align=align)
 
 
+_GENERAL = ("macs_g_per_mpx", "train_it_per_s", "infer_ms_per_mpx", "iters")  # CSV columns written with 6 digits
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """``rows`` as CSV with ``columns``: NaN and None empty, floats with 6 decimals (6 digits for ``_GENERAL``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        out = {}
+        for k in columns:
+            v = row.get(k)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                out[k] = ""
+            elif isinstance(v, float):
+                out[k] = f"{v:.6g}" if k in _GENERAL else f"{v:.6f}"
+            else:
+                out[k] = v
+        writer.writerow(out)
+    return write_text(path, buf.getvalue())
+
+
 def write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -262,20 +284,7 @@ def write_leaderboard(
     Returns (markdown path, CSV path).
     """
     out_dir = Path(out_dir)
-    sets = _sets_of_rows(rows)
-    columns = leaderboard_columns(sets)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        out = {}
-        for k in columns:
-            v = row.get(k)
-            out[k] = "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-            if isinstance(v, float) and not math.isnan(v):
-                out[k] = f"{v:.6g}" if k in ("macs_g_per_mpx", "train_it_per_s", "infer_ms_per_mpx") else f"{v:.6f}"
-        writer.writerow(out)
-    csv_path = write_text(out_dir / f"{stem}.csv", buf.getvalue())
+    csv_path = _write_csv(out_dir / f"{stem}.csv", rows, leaderboard_columns(_sets_of_rows(rows)))
     parts = [f"# {title}" if title else "# Leaderboard", notes.strip(), leaderboard_markdown(rows, out_dir)]
     md_path = write_text(out_dir / f"{stem}.md", "\n\n".join(p for p in parts if p) + "\n")
     return md_path, csv_path
@@ -586,25 +595,5 @@ def setting_markdown(rows: Sequence[Mapping[str, Any]], set_name: str, compariso
 
 def write_setting_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """:func:`setting_rows` as CSV (raw numbers), atomically."""
-    sets = _sets_of_rows([{k: v for k, v in r.items() if not k.endswith(("_low", "_high"))} for r in rows])
-    sets = [s for s in sets if not s.endswith("_delta")]
-    columns = setting_columns(sets)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        out = {}
-        for k in columns:
-            v = row.get(k)
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                out[k] = ""
-            elif isinstance(v, float):
-                out[k] = (
-                    f"{v:.6g}"
-                    if k in ("macs_g_per_mpx", "train_it_per_s", "infer_ms_per_mpx", "iters")
-                    else (f"{v:.6f}")
-                )
-            else:
-                out[k] = v
-        writer.writerow(out)
-    return write_text(Path(path), buf.getvalue())
+    sets = list(dict.fromkeys(k[: -len("_psnr")] for r in rows for k in r if k.endswith("_psnr")))
+    return _write_csv(Path(path), rows, setting_columns(sets))

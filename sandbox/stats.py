@@ -360,7 +360,8 @@ class Comparison:
             "the 95% t-interval across the seeds' means. Δ = setting − baseline, paired on the same seeds and images, "
             "with a 95% hierarchical-bootstrap interval (seeds, then images); p from a paired t-test with seed and "
             f"image variance, Holm-corrected over the rows; `*`: resolved (p < {self.alpha:g}, the interval "
-            "excludes 0, 2+ seeds). Settings share a rank until one is resolved from the group's leader (Holm over all pairs).",
+            "excludes 0, 2+ seeds). Settings share a rank until one is resolved from the group's leader (Holm over "
+            "all pairs).",
         ]
         r = self.resolution()
         if r:

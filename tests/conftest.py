@@ -23,6 +23,24 @@ def pytest_configure(config):
     load_plugins(config.getoption("--plugin"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: tiny networks gain nothing from two, and a busy machine makes two much slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """The embedded default (no data root) and no test kill switch."""
+    monkeypatch.delenv("SANDBOX_DATA", raising=False)
+    monkeypatch.delenv("SANDBOX_TEST_KILL_AT_STEP", raising=False)
+
+
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory):
     """SQLAlchemy URL of a throwaway PostgreSQL server on loopback (tests/pgserver.py),

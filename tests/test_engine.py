@@ -61,19 +61,7 @@ def tiny(out: Path, **changes) -> RunConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny networks gain nothing from two, and a busy machine makes two much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_data(monkeypatch):
-    monkeypatch.delenv("SANDBOX_DATA", raising=False)
-    monkeypatch.delenv("SANDBOX_TEST_KILL_AT_STEP", raising=False)
+pytestmark = pytest.mark.usefixtures("one_thread", "no_data")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

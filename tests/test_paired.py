@@ -15,19 +15,7 @@ from sandbox.engine import PatchBatches, _train_images, build_network, build_tas
 from sandbox.evaluate import PER_IMAGE_FILE, read_per_image
 from sandbox.registry import build_arch, build_mixer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_data(monkeypatch):
-    monkeypatch.delenv("SANDBOX_DATA", raising=False)
-    monkeypatch.delenv("SANDBOX_TEST_KILL_AT_STEP", raising=False)
+pytestmark = pytest.mark.usefixtures("one_thread", "no_data")  # tests/conftest.py
 
 
 def config(**changes) -> RunConfig:
