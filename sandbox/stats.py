@@ -23,9 +23,10 @@ What it reports, per setting:
 - rank groups: settings in descending mean order share the rank of the group's leader until one is resolved from it
   (pairwise tests, Holm over all pairs).
 
-Under the table (:meth:`Comparison.footer`): the seed-to-seed and image-to-image spread of the paired differences
-(pooled over the rows), the smallest difference this design resolves with 80% power at ``alpha``, and the number of
-seeds that would resolve 0.05 dB and 0.1 dB. Distributions and tests come from ``scipy.stats``.
+Under the table (:meth:`Comparison.footer`): for the median difference and for each difference to the baseline,
+its seed-to-seed and image-to-image spread, the smallest difference the design resolves with 80% power at ``alpha``,
+and the number of seeds that would resolve 0.05 dB and 0.1 dB (or that more seeds cannot: the images set a floor).
+Distributions and tests come from ``scipy.stats``.
 """
 
 from __future__ import annotations
@@ -284,25 +285,27 @@ class Comparison:
     unit: str = "dB"
     notes: list[str] = field(default_factory=list)
 
-    # -------------------------------------------------------------------------------------------- pooled spread
+    # ------------------------------------------------------------------------------------------------ resolution
     def pooled(self) -> Spread | None:
-        """The rows' mean squares averaged (one spread for the design), None without a row."""
+        """One spread for the design: the median over the rows of each mean square (a floor setting such as identity,
+        whose gain varies wildly from image to image, does not set the design's resolution); None without a row."""
         sps = [d.spread for d in self.differences.values()]
         if not sps:
             return None
-        s = min(sp.seeds for sp in sps)
-        avg = lambda xs: float(np.mean(xs)) if xs and not any(math.isnan(x) for x in xs) else math.nan  # noqa: E731
+        med = lambda xs: float(np.median(xs)) if not any(math.isnan(x) for x in xs) else math.nan  # noqa: E731
         return Spread(
-            s,
+            min(sp.seeds for sp in sps),
             sps[0].images,
-            avg([sp.ms_seed for sp in sps]),
-            avg([sp.ms_image for sp in sps]),
-            avg([sp.ms_resid for sp in sps]),
+            med([sp.ms_seed for sp in sps]),
+            med([sp.ms_image for sp in sps]),
+            med([sp.ms_resid for sp in sps]),
         )
 
-    def resolution(self) -> dict[str, Any]:
-        """The design's resolution from the pooled spread: sds, resolvable difference, seeds for each target."""
-        sp = self.pooled()
+    def resolution(self, name: str | None = None) -> dict[str, Any]:
+        """What the design resolves, from one row's spread (``name``) or the pooled one: the seed-to-seed and
+        image-to-image sds of the difference, the resolvable difference now, its floor with infinitely many seeds, and
+        the seeds needed for each of :data:`TARGETS` (None: not reachable, or unknown with one seed)."""
+        sp = self.differences[name].spread if name is not None else self.pooled()
         if sp is None:
             return {}
         return {
@@ -352,47 +355,51 @@ class Comparison:
         return markdown_table(["setting", *self.columns()], rows, "lrrrr")
 
     def footer(self) -> str:
-        """The lines printed under every table: what the intervals mean and what this design can resolve."""
+        """The text under every table: what the numbers mean, then what this design resolves, per difference."""
         seeds = sorted({len(s.seeds) for s in self.settings})
-        n_txt = "/".join(map(str, seeds))
+        unit = self.unit
         lines = [
-            f"{self.metric.upper()} in {self.unit} over {n_txt} seed(s) x {self.images} images. Mean ± half-width of "
-            "the 95% t-interval across the seeds' means. Δ = setting − baseline, paired on the same seeds and images, "
-            "with a 95% hierarchical-bootstrap interval (seeds, then images); p from a paired t-test with seed and "
-            f"image variance, Holm-corrected over the rows; `*`: resolved (p < {self.alpha:g}, the interval "
-            "excludes 0, 2+ seeds). Settings share a rank until one is resolved from the group's leader (Holm over "
-            "all pairs).",
+            f"{self.metric.upper()} in {unit} over {'/'.join(map(str, seeds))} seed(s) x {self.images} images. Mean ± "
+            "half-width of the 95% t-interval across the seeds' means. Δ = setting − baseline, paired on the same "
+            "seeds and images, with a 95% hierarchical-bootstrap interval (seeds, then images) widened to at least "
+            "the t-interval; p from a paired t-test with seed and image variance, Holm-corrected over the rows; `*`: "
+            f"resolved (p < {self.alpha:g}, the interval excludes 0, 2+ seeds). Settings share a rank until one is "
+            "resolved from the group's leader (Holm over all pairs).",
         ]
-        r = self.resolution()
-        if r:
-            unit = self.unit
-            if r["seeds"] < 2:
-                lines.append(
-                    f"**1 seed: no interval covers training noise.** The intervals and p-values above cover the "
-                    f"{r['images']} images only; seed-to-seed spread is unknown, so a difference here may be noise. "
-                    f"Image-to-image sd of a difference {r['image_sd']:.3f} {unit}; even with many seeds these images "
-                    f"resolve no less than {r['floor']:.3f} {unit}. Run 2 or more seeds (--seeds) for intervals."
-                )
-            else:
-                need = []
-                for t, k in r["needed"].items():
-                    if k is None:
-                        need.append(
-                            f"{t:g} {unit}: not reachable with these {r['images']} images (floor "
-                            f"{r['floor']:.3f} {unit})"
-                        )
-                    else:
-                        need.append(f"{t:g} {unit}: {k} seeds")
-                lines.append(
-                    f"Resolution of this design (pooled over the {len(self.differences)} difference(s)): seed-to-seed "
-                    f"sd {r['seed_sd']:.3f} {unit}, image-to-image sd {r['image_sd']:.3f} {unit}; smallest "
-                    f"resolvable difference with {r['seeds']} seeds x {r['images']} images (80% power, "
-                    f"alpha {self.alpha:g}): **{r['resolvable']:.3f} {unit}**. Seeds needed to resolve "
-                    + "; ".join(need)
-                    + "."
-                )
-        lines += self.notes
-        return "\n\n".join(lines)
+        pooled = self.resolution()
+        if not pooled:
+            return "\n\n".join(lines + self.notes)
+        if pooled["seeds"] < 2:
+            lines.append(
+                f"**1 seed: no interval covers training noise.** The intervals and p-values above cover the "
+                f"{pooled['images']} images only; the seed-to-seed spread is unknown, so any difference here may be "
+                f"noise and none is called resolved. Image-to-image sd of a difference {pooled['image_sd']:.3f} {unit} "
+                f"(median over the rows); even with many seeds these images resolve no less than "
+                f"{pooled['floor']:.3f} {unit}. Run 2 or more seeds (--seeds) for intervals."
+            )
+            return "\n\n".join(lines + self.notes)
+
+        def needed(r: dict[str, Any]) -> str:
+            parts = []
+            for t, k in r["needed"].items():
+                parts.append(f"{t:g} {unit} needs " + (f"{k} seeds" if k else f"more images (floor {r['floor']:.3f})"))
+            return ", ".join(parts)
+
+        lines.append(
+            f"**Resolution** (80% power, alpha {self.alpha:g}, paired, {pooled['seeds']} seeds x {pooled['images']} "
+            f"images): the median difference here has a seed-to-seed sd of {pooled['seed_sd']:.3f} {unit} and an "
+            f"image-to-image sd of {pooled['image_sd']:.3f} {unit}, so this design resolves "
+            f"**{pooled['resolvable']:.3f} {unit}**; {needed(pooled)}. Per difference:"
+        )
+        rows = []
+        for name in self.differences:
+            r = self.resolution(name)
+            rows.append(
+                f"- `{name}` − `{self.baseline}`: seed sd {r['seed_sd']:.3f}, image sd {r['image_sd']:.3f} {unit}; "
+                f"resolves {r['resolvable']:.3f} {unit} now; {needed(r)}"
+            )
+        lines.append("\n".join(rows))
+        return "\n\n".join(lines + self.notes)
 
     def records(self) -> list[dict[str, Any]]:
         """One plain dict per setting (CSV/JSON): mean, interval, difference, p values, rank."""
@@ -413,6 +420,7 @@ class Comparison:
                     "p": d.p if d else math.nan,
                     "p_holm": d.p_holm if d else math.nan,
                     "resolved": bool(d.resolved) if d else False,
+                    "resolvable": self.resolution(st.name)["resolvable"] if d else math.nan,
                     "rank": self.ranks[st.name],
                 }
             )

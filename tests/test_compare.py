@@ -482,7 +482,7 @@ def test_seeds_run_seed_by_seed_and_the_leaderboard_has_intervals(tmp_path, fake
     assert rows["hco"]["embedded_delta"] == "0.000000" and rows["hco"]["embedded_rank"] == "1"
     assert float(rows["conv"]["embedded_psnr_low"]) < float(rows["conv"]["embedded_psnr"])
     md = (out / "leaderboard.md").read_text()
-    assert "Δ vs hco [95% CI]" in md and "(n=2)" in md and "smallest resolvable difference" in md
+    assert "Δ vs hco [95% CI]" in md and "(n=2)" in md and "so this design resolves" in md
     assert cv2.imread(str(out / "forest.png")) is not None and len(_read_csv(out / "runs.csv")) == 6
     # the report is rebuilt from the runs' files with another baseline, nothing trained again
     again = fake_engine(FakeTrain())
@@ -517,4 +517,4 @@ def test_two_seed_compare_end_to_end_with_the_real_engine(tmp_path):
         assert len(per_image) >= 1 and per_image[0]["degradation"] == "denoise:sigma=25"
     rows = {r["mixer"]: r for r in _read_csv(tmp_path / "cmp" / "leaderboard.csv")}
     assert rows["conv"]["seeds"] == "2" and rows["identity"]["embedded_delta"] != ""
-    assert "Δ vs conv [95% CI]" in r.stdout and "Seeds needed to resolve" in r.stdout
+    assert "Δ vs conv [95% CI]" in r.stdout and "0.05 dB needs" in r.stdout

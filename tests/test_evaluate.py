@@ -158,7 +158,7 @@ def test_several_checkpoints_give_one_paired_table(tmp_path):
         "--baseline", "identity", "--out", tmp_path / "paired", env_data=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "Δ vs identity [95% CI]" in out.stdout and "(n=2)" in out.stdout and "Seeds needed" in out.stdout
+    assert "Δ vs identity [95% CI]" in out.stdout and "(n=2)" in out.stdout and "0.05 dB needs" in out.stdout
     for label, seed in (("conv", 0), ("conv", 1), ("identity", 0), ("identity", 1)):
         rows = list(csv.DictReader((tmp_path / "paired" / label / f"seed{seed}_per_image.csv").open()))
         assert rows and rows[0]["degradation"] == "denoise:sigma=25"

@@ -120,7 +120,7 @@ def test_compare_marks_ranks_and_footer():
     assert comp.ranks["identity"] == 3
     table, footer = comp.markdown(), comp.footer()
     assert "baseline" in table and "*" in table.splitlines()[-1] + table
-    assert "smallest resolvable difference" in footer and "Seeds needed" in footer
+    assert "so this design resolves" in footer and "0.1 dB needs" in footer and "- `identity` − `hco`" in footer
     assert comp.resolution()["needed"][0.1] is None or comp.resolution()["needed"][0.1] >= 2
 
 

@@ -193,7 +193,7 @@ def test_small_study_within_the_margin_prunes_nothing_and_scores_every_row(tmp_p
     for column in ("PSNR mean ± 95% CI", "Δ vs fixed k=0 [95% CI]", "p (Holm)", "rank", "params", "iters",
                    "train min", "pruned/failed"):  # fmt: skip
         assert column in header, column
-    assert "Resolution of this design" in table and "smallest resolvable difference" in table
+    assert "**Resolution**" in table and "so this design resolves" in table
     assert "![difference to fixed k=0](forest.png)" in table
     assert paths["forest_png"].stat().st_size > 1000
     records = list(csv.DictReader(paths["ablation_csv"].open()))
