@@ -9,7 +9,8 @@
 Settings come from the RunConfig defaults (``sandbox/config.py``), then ``--config FILE.yaml``, then the flags, then
 ``--set key=value`` (any RunConfig field; values are Python literals, else strings). Everything is checked and the
 network is built before the run directory ``<out>/<name>`` is created (never overwritten: ``<name>-2``, ...); it
-receives ``config.yaml``, ``checkpoints/{last,best}.pth``, ``metrics.jsonl``, ``results.{json,md}`` and ``crops.png``.
+receives ``config.yaml``, ``checkpoints/{last,best}.pth``, ``metrics.jsonl``, ``results.{json,md}``,
+``per_image.csv`` (PSNR/SSIM per image, for paired comparisons) and ``crops.png``.
 Data comes from ``--data-root`` or ``$SANDBOX_DATA``; without either, scikit-image's photographs are used (numbers
 not comparable to published tables). With data, the final evaluation of this command defaults to the task's first
 benchmark (Set12 for denoise), which keeps the default run short; ``--eval-sets all`` evaluates all of them (the
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     if result.stopped == "interrupted":
         return 130
     print(f"\n{(result.run_dir / 'results.md').read_text()}")
-    print(f"run directory: {result.run_dir}")
+    print(f"run directory: {result.run_dir} (per-image results: per_image.csv)")
     return 0
 
 
