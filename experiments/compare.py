@@ -619,7 +619,7 @@ def _run_jobs(args: argparse.Namespace, out: Path, state: dict, device) -> int:
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     per_job = f"{threads} CPU thread(s) each" if device.type == "cpu" else f"{max(gpus, 1)} GPU(s) shared round-robin"
-    print(f"{len(pending)} mixer(s), {jobs} at a time, {per_job}; logs in {runs}/<name>.log", flush=True)
+    print(f"{len(pending)} run(s), {jobs} at a time, {per_job}; logs in {runs}/<name>.log", flush=True)
     running: dict[int, tuple[subprocess.Popen, dict, Any]] = {}  # slot -> (process, entry, log file)
     codes = []
 

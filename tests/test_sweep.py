@@ -291,7 +291,7 @@ def test_tiny_study_end_to_end_on_sqlite(tmp_path):
     assert "| fixed k=0 |" in r.stdout and "optuna-dashboard sqlite:///" in r.stdout
     table = (out / "ablation.md").read_text()
     assert "| fixed k=1 |" in table and "(n=2)" in table and "Δ vs fixed k=0 [95% CI]" in table
-    assert "Resolution of this design" in table  # paired on the engine's per_image.csv
+    assert "**Resolution**" in table  # paired on the engine's per_image.csv
     for name in ("trials.csv", "ablation.md", "ablation.csv", "forest.png", "history.png", "history.html",
                  "importance.png"):  # fmt: skip
         assert (out / name).is_file(), name
