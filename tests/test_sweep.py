@@ -44,9 +44,7 @@ TINY = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def no_data(monkeypatch):
-    monkeypatch.delenv("SANDBOX_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("no_data")  # tests/conftest.py: the embedded default
 
 
 def cli(*args, timeout=600, **popen):

@@ -40,9 +40,7 @@ STUDIES = ROOT / "experiments" / "sweeps"
 IMAGES = 8
 
 
-@pytest.fixture(autouse=True)
-def no_data(monkeypatch):
-    monkeypatch.delenv("SANDBOX_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("no_data")  # tests/conftest.py: the embedded default
 
 
 # ------------------------------------------------------------------------------------------------ the pruner alone
