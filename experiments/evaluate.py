@@ -176,17 +176,15 @@ def _groups(items: list[str], flag: str) -> dict[str, list[str]]:
     return groups
 
 
-def _seed_of(path: str, position: int) -> int:
+def _seed_of(ckpt, position: int) -> int:
     """The seed a checkpoint was trained with (its config), else its position in the group."""
-    from sandbox.checkpoint import torch_load
-
-    ckpt = torch_load(path) if path != "official" else None
-    seed = ((ckpt or {}).get("config") or {}).get("seed") if isinstance(ckpt, dict) else None
+    seed = (ckpt.get("config") or {}).get("seed") if isinstance(ckpt, dict) else None
     return int(seed) if isinstance(seed, int) else position
 
 
 def _paired_networks(groups: dict[str, list[str]], args, task, root, sets) -> int:
     """Evaluate every checkpoint of every setting on the same degraded inputs, then the paired table per set."""
+    from sandbox.checkpoint import torch_load
     from sandbox.errors import OptionError
     from sandbox.evaluate import evaluate, load_network, network_restorer
     from sandbox.tasks import check_network_channels
@@ -203,9 +201,10 @@ def _paired_networks(groups: dict[str, list[str]], args, task, root, sets) -> in
     nets = {}  # every network is built (and its checkpoint read) before anything is evaluated
     for label, paths in checkpoints.items():
         for k, path in enumerate(paths):
-            net = load_network(args.arch, path, task, root)
+            ckpt = torch_load(path)  # read once: for its seed and its weights
+            net = load_network(args.arch, path, task, root, checkpoint=ckpt)
             check_network_channels(task, getattr(net, "in_chans", task.channels))
-            seed = _seed_of(path, k)
+            seed = _seed_of(ckpt, k)
             if (label, seed) in nets:
                 seed = k  # two checkpoints of one seed in a group: pair by position
             nets[(label, seed)] = net

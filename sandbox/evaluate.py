@@ -115,7 +115,13 @@ def classical_restorer(method: str, task: Any) -> Restorer:
     return run_nlm
 
 
-def load_network(arch: str | dict | None, weights: str | None, task: Any, data_root: str | Path | None = None):
+def load_network(
+    arch: str | dict | None,
+    weights: str | None,
+    task: Any,
+    data_root: str | Path | None = None,
+    checkpoint: dict | None = None,
+):
     """Build the network to evaluate.
 
     ``weights`` may be a sandbox checkpoint (self-describing: it names its network, ``arch`` may then be omitted), an
@@ -129,7 +135,7 @@ def load_network(arch: str | dict | None, weights: str | None, task: Any, data_r
 
     ckpt = None
     if weights not in (None, "official"):
-        ckpt = torch_load(weights)
+        ckpt = checkpoint if checkpoint is not None else torch_load(weights)  # a caller may have read it already
         if arch is None:
             spec = ckpt.get("arch_spec") if isinstance(ckpt, dict) else None
             if spec is None:

@@ -502,6 +502,7 @@ def setting_rows(records: Sequence[Any], comparisons: Mapping[str, Any] | None =
     for r in records:
         groups.setdefault(r["label"], []).append(r)
     mean = lambda xs: float(np.mean(xs)) if xs else math.nan  # noqa: E731
+    stats = {s: {x["setting"]: x for x in comp.records()} for s, comp in comparisons.items()}  # set -> setting -> rec
     rows = []
     for label, runs in groups.items():
         scored = [r for r in runs if r["final"]]
@@ -510,8 +511,7 @@ def setting_rows(records: Sequence[Any], comparisons: Mapping[str, Any] | None =
             psnrs = [_num((r["final"].get(s) or {}).get("psnr")) for r in scored]
             row[f"{s}_psnr"] = mean([p for p in psnrs if not math.isnan(p)])
             row[f"{s}_ssim"] = mean([_num((r["final"].get(s) or {}).get("ssim")) for r in scored])
-            comp = comparisons.get(s)
-            rec = next((x for x in comp.records() if x["setting"] == label), None) if comp is not None else None
+            rec = stats.get(s, {}).get(label)
             for key in ("psnr_low", "psnr_high", "delta", "delta_low", "delta_high", "p_holm"):
                 row[f"{s}_{key}"] = math.nan
             row[f"{s}_resolved"], row[f"{s}_rank"] = None, None

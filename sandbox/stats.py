@@ -87,18 +87,19 @@ class Spread:
     @property
     def var_seed(self) -> float:
         """Seed-to-seed variance of a setting difference (a whole trained network shifts every image)."""
-        if self.seeds < 2:
-            return math.nan
-        resid = self.ms_resid if self.images > 1 else 0.0
-        return max(0.0, (self.ms_seed - resid) / self.images)
+        return self._component(self.ms_seed, self.seeds, self.images)
 
     @property
     def var_image(self) -> float:
         """Image-to-image variance of the difference (some images gain more than others)."""
-        if self.images < 2:
+        return self._component(self.ms_image, self.images, self.seeds)
+
+    def _component(self, ms: float, levels: int, per_level: int) -> float:
+        """(MS - MS_resid) / per_level, floored at 0 (E[MS] = var_resid + per_level * var); NaN with one level."""
+        if levels < 2:
             return math.nan
-        resid = self.ms_resid if self.seeds > 1 else 0.0
-        return max(0.0, (self.ms_image - resid) / self.seeds)
+        resid = self.ms_resid if per_level > 1 else 0.0
+        return max(0.0, (ms - resid) / per_level)
 
     @property
     def var_resid(self) -> float:
@@ -166,12 +167,16 @@ def resolvable_difference(sp: Spread, seeds: int | None = None, alpha: float = 0
 def seeds_needed(sp: Spread, target: float, alpha: float = 0.05, power: float = POWER, most: int = 1000) -> int | None:
     """The fewest seeds (>= 2) at which :func:`resolvable_difference` is at most ``target``; None when more seeds
     cannot get there (the image-to-image spread alone is too large) or the seed spread is unknown (one seed)."""
-    if sp.seeds < 2:
+    if sp.seeds < 2 or resolvable_difference(sp, most, alpha, power) > target:
         return None
-    for s in range(2, most + 1):
-        if resolvable_difference(sp, s, alpha, power) <= target:
-            return s
-    return None
+    low, high = 1, most  # the resolvable difference shrinks as seeds grow: bisect for the first seed count that fits
+    while high - low > 1:
+        mid = (low + high) // 2
+        if resolvable_difference(sp, mid, alpha, power) <= target:
+            high = mid
+        else:
+            low = mid
+    return max(high, 2)
 
 
 def image_floor(sp: Spread, alpha: float = 0.05, power: float = POWER) -> float:
@@ -527,7 +532,12 @@ def compare(
 
     # rank groups: descending mean; a setting joins its leader's group unless resolved from it (Holm over all pairs)
     by_mean = sorted(settings, key=lambda s: -s.mean)
-    pairs = {(a.name, b.name): diff(a.name, b.name) for i, a in enumerate(by_mean) for b in by_mean[i + 1 :]}
+    pairs = {}  # (higher mean, lower mean) -> difference; the baseline's pairs are the rows above (sign aside)
+    for i, a in enumerate(by_mean):
+        for b in by_mean[i + 1 :]:
+            known = differences.get(b.name) if a.name == baseline else None
+            known = differences.get(a.name) if b.name == baseline else known
+            pairs[(a.name, b.name)] = known if known is not None else diff(a.name, b.name)
     pair_p = dict(zip(pairs, holm([d.p for d in pairs.values()])))
     ranks: dict[str, int] = {}
     leader = None
