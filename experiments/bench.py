@@ -987,6 +987,314 @@ def cmd_archs(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- official
+OFFICIAL_COLUMNS = [
+    "kind", "pair", "official", "size", "threads", "device", "mode", "official_ms", "ours_ms", "ratio",
+    "ratio_q25", "ratio_q75", "rounds", "official_peak_mb", "ours_peak_mb", "max_abs_diff", "grad_max_abs_diff",
+]  # fmt: skip
+PAIR_MODES = {  # mode -> (what the table calls it, module in train mode, gradients)
+    "fwd": ("forward (eval, no_grad)", False, False),
+    "fwd_uncached": ("forward (train mode, no_grad)", True, False),
+    "fwd_bwd": ("forward+backward", True, True),
+}
+NET_MODES = {"infer": ("inference", False, False), "train": ("training step", True, True)}
+# official / ours at least this much; fwd (eval) of a pair has no target: its caches are allowed to count there
+OFFICIAL_TARGETS: dict[str, dict[str, float]] = {
+    "hco": {"fwd_uncached": 1.5, "fwd_bwd": 2.0},
+    "hyena_pixel": {"fwd_uncached": 1.5, "fwd_bwd": 2.0},
+    "hyena_bi": {"fwd_uncached": 1.5, "fwd_bwd": 2.0},
+    "gfnet": {"fwd_uncached": 1.5, "fwd_bwd": 1.5},
+    "attention_window": {"fwd": 1.2, "fwd_uncached": 1.2, "fwd_bwd": 1.2},
+    "swinir": {"infer": 1.2, "train": 1.2},
+}
+MEMORY_MODES = ("fwd_bwd", "train")  # peak memory is measured (and compared) for these
+
+
+def interleaved(
+    fns: Sequence[Callable[[], Any]], device: torch.device, rounds: int, warmup: int, clock: str = "wall"
+) -> list[list[float]]:
+    """Seconds per call of each of ``fns``, one sample each per round, the calls alternating.
+
+    After ``warmup`` untimed calls of each (at least one), a sample of ``fns[i]`` times as many back-to-back calls
+    as fill 10 ms and reports the time per call. Round r samples the functions in order, round r + 1 in reverse
+    (ABBA), so a slow drift of the machine's speed weighs on every function alike.
+    """
+    now = _clock(clock)
+    numbers = []
+    for fn in fns:
+        last = 0.0
+        for _ in range(max(1, warmup)):
+            _sync(device)
+            t0 = now()
+            fn()
+            _sync(device)
+            last = now() - t0
+        numbers.append(int(min(MAX_CALLS_PER_SAMPLE, max(1, math.ceil(MIN_SAMPLE_SECONDS / max(last, 1e-9))))))
+    samples: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        for i in range(len(fns)) if r % 2 == 0 else reversed(range(len(fns))):
+            _sync(device)
+            t0 = now()
+            for _ in range(numbers[i]):
+                fns[i]()
+            _sync(device)
+            samples[i].append((now() - t0) / numbers[i])
+    return samples
+
+
+def ratio_summary(official: Sequence[float], ours: Sequence[float]) -> tuple[float, float, float]:
+    """(median official / median ours, 25th and 75th percentiles of the per-round ratios)."""
+    ratios = sorted(a / b for a, b in zip(official, ours))
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
+    return statistics.median(official) / statistics.median(ours), q[0], q[2]
+
+
+def _pair_calls(side, x_cf: torch.Tensor, g_cf: torch.Tensor, mode: str):
+    """The call timed for one side in one mode: eval/train forward under no_grad, or forward + backward(g)."""
+    _, train, grad = {**PAIR_MODES, **NET_MODES}[mode]
+    side.module.train(train)
+    x = side.to_input(x_cf).detach()
+    if not grad:
+
+        def forward() -> None:
+            with torch.no_grad():
+                side.module(x)
+
+        return forward
+    x.requires_grad_(True)
+    g = side.to_input(g_cf)  # outputs have the input's layout
+    params = [p for p in side.module.parameters() if p.requires_grad]
+
+    def forward_backward() -> None:
+        x.grad = None
+        for p in params:
+            p.grad = None
+        side.module(x).backward(g)
+
+    return forward_backward
+
+
+def _net_calls(side, x: torch.Tensor, target: torch.Tensor, mode: str, opt):
+    side.module.train(mode == "train")
+    return _train_step(side.module, opt, x, target) if mode == "train" else _inference(side.module, x)
+
+
+def _differences(off, ours, x_cf: torch.Tensor, g_cf: torch.Tensor, grads: bool) -> tuple[float, float | None]:
+    """Max abs difference of the outputs (eval mode) and, for ``grads``, of the input gradients (train mode)."""
+    outs = []
+    for side in (off, ours):
+        side.module.eval()
+        with torch.no_grad():
+            outs.append(side.to_cf(side.module(side.to_input(x_cf))).float())
+    diff = (outs[0] - outs[1]).abs().max().item()
+    if not grads:
+        return diff, None
+    gx = []
+    for side in (off, ours):
+        side.module.train()
+        x = side.to_input(x_cf).detach().requires_grad_(True)
+        side.module(x).backward(side.to_input(g_cf))
+        gx.append(side.to_cf(x.grad).float())
+        side.module.zero_grad(set_to_none=True)
+    return diff, (gx[0] - gx[1]).abs().max().item()
+
+
+def bench_official_pair(pair, root: Path, size: int, args, device) -> list[dict[str, Any]]:
+    """Every mode of one pair (or network) at one size and the current thread count: rows of OFFICIAL_COLUMNS."""
+    is_net = pair.name in _official().NETS
+    torch.manual_seed(0)
+    off, ours = pair.build(root, args.dim, size)
+    off.module.to(device)
+    ours.module.to(device)
+    chans = 3 if is_net else args.dim
+    x = torch.randn(args.batch, chans, size, size, device=device)
+    g = torch.randn_like(x)
+    if is_net:
+        x = x.sigmoid()  # images in [0, 1]
+    base = dict(
+        kind="network" if is_net else "mixer", pair=pair.name, official=pair.official, size=size,
+        threads=torch.get_num_threads() if device.type == "cpu" else "", device=str(device), rounds=args.rounds,
+    )  # fmt: skip
+    diff, gdiff = (None, None)
+    if pair.equivalent:
+        diff, gdiff = _differences(off, ours, x, g, grads=not is_net)
+    rows = []
+    for mode in NET_MODES if is_net else PAIR_MODES:
+        if is_net:
+            opts = [torch.optim.Adam(s.module.parameters(), lr=1e-4) for s in (off, ours)]
+            fns = [_net_calls(s, x, g.sigmoid(), mode, o) for s, o in zip((off, ours), opts)]
+        else:
+            fns = [_pair_calls(s, x, g, mode) for s in (off, ours)]
+        t_off, t_ours = interleaved(fns, device, args.rounds, args.warmup, args.clock)
+        ratio, q25, q75 = ratio_summary(t_off, t_ours)
+        peaks = [peak_memory(fn, device) for fn in fns] if mode in MEMORY_MODES else [None, None]
+        rows.append(
+            dict(
+                base, mode=mode, official_ms=statistics.median(t_off) * 1e3, ours_ms=statistics.median(t_ours) * 1e3,
+                ratio=ratio, ratio_q25=q25, ratio_q75=q75,
+                official_peak_mb=None if peaks[0] is None else peaks[0] / MiB,
+                ours_peak_mb=None if peaks[1] is None else peaks[1] / MiB,
+                max_abs_diff=diff, grad_max_abs_diff=gdiff,
+            )  # fmt: skip
+        )
+        for s in (off, ours):
+            s.module.zero_grad(set_to_none=True)
+    del off, ours
+    _cleanup(device)
+    return rows
+
+
+def _fmt_ratio(row: dict[str, Any]) -> str:
+    return f"{row['ratio']:.2f} [{row['ratio_q25']:.2f}, {row['ratio_q75']:.2f}]"
+
+
+def _fmt_diff(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def official_markdown(rows: Sequence[dict[str, Any]], pairs, args, device) -> str:
+    """Per thread count, a table of the mixer pairs and one of the networks; then the pairs' configurations and the
+    targets, met or not."""
+    o = _official()
+    lines = [
+        "# Ours against the official implementations",
+        "",
+        f"Settings: {_settings_official(args, device)}.",
+        "",
+        "Each cell: official time / our time (above 1: ours is faster), the median of each side over the rounds, "
+        "and in brackets the 25th and 75th percentiles of the per-round ratios. Calls alternate official, ours, "
+        "ours, official, ... in one process. Peak memory: forward+backward (networks: training step) above what was "
+        "allocated before the call. max |diff|: outputs after copying the official weights onto ours (eval mode); "
+        "grad: the input gradients (train mode).",
+    ]
+    threads = list(dict.fromkeys(r["threads"] for r in rows))
+    for t in threads:
+        sub = [r for r in rows if r["threads"] == t]
+        for kind, modes, title in (("mixer", PAIR_MODES, "Mixers"), ("network", NET_MODES, "Networks")):
+            part = [r for r in sub if r["kind"] == kind]
+            if not part:
+                continue
+            mem_mode = "fwd_bwd" if kind == "mixer" else "train"
+            header = ["pair", "size", "max |diff|", "grad"][: 4 if kind == "mixer" else 3]
+            header += [label for label, _, _ in modes.values()] + ["peak MB official / ours"]
+            table = []
+            for name in dict.fromkeys(r["pair"] for r in part):
+                for size in dict.fromkeys(r["size"] for r in part if r["pair"] == name):
+                    cell = {r["mode"]: r for r in part if r["pair"] == name and r["size"] == size}
+                    first = next(iter(cell.values()))
+                    row = [f"{name} vs {first['official']}", str(size), _fmt_diff(first["max_abs_diff"])]
+                    row += [_fmt_diff(first["grad_max_abs_diff"])] if kind == "mixer" else []
+                    row += [_fmt_ratio(cell[m]) for m in modes]
+                    mem = cell[mem_mode]
+                    row.append(f"{fmt_mb(_mb(mem['official_peak_mb']))} / {fmt_mb(_mb(mem['ours_peak_mb']))}")
+                    table.append(row)
+            label = f"{t} thread{'s' if t != 1 else ''}" if t != "" else str(device)
+            lines += ["", f"## {title}, {label}", "", markdown_table(header, table)]
+    lines += ["", "## Configurations", ""]
+    cfg_rows = [[f"{p.name} vs {p.official} ({o.REPOS[p.repo][0]} {o.REPOS[p.repo][1]})", p.config, p.differs] for p in pairs]
+    lines += [markdown_table(["pair", "configuration", "what differs"], cfg_rows)]
+    lines += ["", "## Targets", ""] + official_targets(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _mb(value: float | None) -> int | None:
+    return None if value is None else int(value * MiB)
+
+
+def official_targets(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per pair and mode with a target: met where every size and thread count reaches it; and memory."""
+    out = []
+    for name, targets in OFFICIAL_TARGETS.items():
+        for mode, target in targets.items():
+            cells = [r for r in rows if r["pair"] == name and r["mode"] == mode]
+            if not cells:
+                continue
+            worst = min(cells, key=lambda r: r["ratio"])
+            verdict = "met" if worst["ratio"] >= target else "NOT met"
+            label = {**PAIR_MODES, **NET_MODES}[mode][0]
+            out.append(
+                f"- {name} {label} >= {target:g}x: {verdict} (lowest {worst['ratio']:.2f} at {worst['size']} px, "
+                f"{worst['threads']} thread(s))"
+            )
+    for r in rows:
+        if r["mode"] in MEMORY_MODES and r["ours_peak_mb"] is not None and r["official_peak_mb"] is not None:
+            if r["ours_peak_mb"] > r["official_peak_mb"]:
+                out.append(
+                    f"- {r['pair']} peak memory at {r['size']} px, {r['threads']} thread(s): ours "
+                    f"{r['ours_peak_mb']:.1f} MB > official {r['official_peak_mb']:.1f} MB: NOT met"
+                )
+    if not any("memory" in line for line in out):
+        out.append("- peak memory: ours at most the official's in every cell: met")
+    return out
+
+
+def _settings_official(args, device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return (
+        f"device {device} ({name}), torch {torch.__version__}, fp32, dim {args.dim}, batch {args.batch}, "
+        f"{args.rounds} rounds after {max(1, args.warmup)} warm-up call(s), {args.clock} clock"
+    )
+
+
+def _official():
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import official
+
+    return official
+
+
+def cmd_official(args: argparse.Namespace) -> int:
+    from sandbox import resolve_device
+    from sandbox.report import write_text
+
+    o = _official()
+    device = resolve_device(args.device)
+    root = Path(args.official_dir)
+    if not root.is_dir():
+        raise OptionError(f"--official-dir {args.official_dir!r} is not a folder (expected <dir>/<Repo>/<path in repo>)")
+    if args.pairs is None:
+        names = list(o.PAIRS)
+    else:
+        names = [] if args.pairs.strip() == "none" else [n.strip() for n in args.pairs.split(",") if n.strip()]
+    for n in names:
+        if n not in o.PAIRS:
+            raise OptionError(f"--pairs: {n!r} is not one of {', '.join(o.PAIRS)} (or 'none')")
+    pairs = [o.PAIRS[n] for n in names] + (list(o.NETS.values()) if args.nets else [])
+    if not pairs:
+        raise OptionError("nothing to run: --pairs none without --nets")
+    sizes, net_sizes = parse_sizes(args.sizes), parse_sizes(args.net_sizes, "--net-sizes")
+    threads = parse_sizes(args.threads, "--threads") if device.type == "cpu" else [torch.get_num_threads()]
+    _at_least(1, ("--rounds", args.rounds), ("--dim", args.dim), ("--batch", args.batch))
+    _at_least(0, ("--warmup", args.warmup))
+    for p in pairs:  # every official file loads and every pair builds before anything is measured
+        p.build(root, args.dim, min(net_sizes if p.name in o.NETS else sizes))
+    out = _check_out(args.out, "official")
+
+    cells = [(p, s, t) for t in threads for p in pairs for s in (net_sizes if p.name in o.NETS else sizes)]
+    bar = _progress(len(cells), "official")
+    rows: list[dict[str, Any]] = []
+    saved = torch.get_num_threads()
+    try:
+        for pair, size, t in cells:
+            bar.set_postfix_str(f"{pair.name} {size} px, {t} thread(s)")
+            if device.type == "cpu":
+                torch.set_num_threads(t)
+            rows += bench_official_pair(pair, root, size, args, device)
+            bar.update(1)
+    finally:
+        bar.close()
+        torch.set_num_threads(saved)
+    md = official_markdown(rows, pairs, args, device)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "results.csv", rows, OFFICIAL_COLUMNS)
+    write_text(out / "results.md", md)
+    print(md)
+    print(f"wrote {out / 'results.csv'}, {out / 'results.md'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 def _common_args(p: argparse.ArgumentParser, sizes: str) -> None:
     p.add_argument("--sizes", default=sizes, help=f"square sizes S in pixels, comma-separated (default {sizes})")
@@ -1045,6 +1353,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cls-batch", type=int, default=None, help="classification batch (default 64 on CUDA, 4 on CPU)")
     _common_args(p, "128,256,512,1024")
     p.set_defaults(fn=cmd_archs)
+
+    p = sub.add_parser("official", help="ours against the official implementations: equivalence, speed, memory")
+    p.add_argument("--official-dir", required=True, help="folder holding the official code as <Repo>/<path in repo>")
+    p.add_argument("--pairs", default=None, help="pairs, comma-separated, or none (default: all; see official.py)")
+    p.add_argument("--nets", action="store_true", help="also SwinIR against our swinir and vheatir (--net-sizes)")
+    p.add_argument("--sizes", default="64,128,256", help="mixer pair sizes (default 64,128,256)")
+    p.add_argument("--net-sizes", default="256,512", help="network sizes (default 256,512)")
+    p.add_argument("--threads", default="1,2", help="CPU thread counts, comma-separated (default 1,2)")
+    p.add_argument("--dim", type=int, default=64, help="channels of the mixer pairs (default 64)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--rounds", type=int, default=15, help="timed rounds, each one sample per side (default 15)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per side before timing (default 2)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall clock (default) or process CPU time")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available; $SANDBOX_DEVICE)")
+    p.add_argument("--out", default=None, help="output folder (default outputs/bench/official_<timestamp>)")
+    p.set_defaults(fn=cmd_official)
     return ap.parse_args(argv)
 
 
