@@ -1130,11 +1130,17 @@ def bench_official_pair(pair, root: Path, size: int, args, device) -> list[dict[
         peaks = [peak_memory(fn, device) for fn in fns] if mode in MEMORY_MODES else [None, None]
         rows.append(
             dict(
-                base, mode=mode, official_ms=statistics.median(t_off) * 1e3, ours_ms=statistics.median(t_ours) * 1e3,
-                ratio=ratio, ratio_q25=q25, ratio_q75=q75,
+                base,
+                mode=mode,
+                official_ms=statistics.median(t_off) * 1e3,
+                ours_ms=statistics.median(t_ours) * 1e3,
+                ratio=ratio,
+                ratio_q25=q25,
+                ratio_q75=q75,
                 official_peak_mb=None if peaks[0] is None else peaks[0] / MiB,
                 ours_peak_mb=None if peaks[1] is None else peaks[1] / MiB,
-                max_abs_diff=diff, grad_max_abs_diff=gdiff,
+                max_abs_diff=diff,
+                grad_max_abs_diff=gdiff,
             )  # fmt: skip
         )
         for s in (off, ours):
@@ -1191,7 +1197,9 @@ def official_markdown(rows: Sequence[dict[str, Any]], pairs, args, device) -> st
             label = f"{t} thread{'s' if t != 1 else ''}" if t != "" else str(device)
             lines += ["", f"## {title}, {label}", "", markdown_table(header, table)]
     lines += ["", "## Configurations", ""]
-    cfg_rows = [[f"{p.name} vs {p.official} ({o.REPOS[p.repo][0]} {o.REPOS[p.repo][1]})", p.config, p.differs] for p in pairs]
+    cfg_rows = [
+        [f"{p.name} vs {p.official} ({o.REPOS[p.repo][0]} {o.REPOS[p.repo][1]})", p.config, p.differs] for p in pairs
+    ]
     lines += [markdown_table(["pair", "configuration", "what differs"], cfg_rows)]
     lines += ["", "## Targets", ""] + official_targets(rows)
     return "\n".join(lines) + "\n"
@@ -1253,7 +1261,9 @@ def cmd_official(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     root = Path(args.official_dir)
     if not root.is_dir():
-        raise OptionError(f"--official-dir {args.official_dir!r} is not a folder (expected <dir>/<Repo>/<path in repo>)")
+        raise OptionError(
+            f"--official-dir {args.official_dir!r} is not a folder (expected <dir>/<Repo>/<path in repo>)"
+        )
     if args.pairs is None:
         names = list(o.PAIRS)
     else:

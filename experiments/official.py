@@ -323,7 +323,9 @@ PAIRS: dict[str, Pair] = {
     p.name: p
     for p in [
         Pair(
-            "hco", "Heat2D", "vHeat",
+            "hco",
+            "Heat2D",
+            "vHeat",
             "official Heat2D(res=S, dim=C, hidden_dim=C) called with a (S, S, C) frequency embedding parameter; ours "
             "hco(k_mode=predicted, embed_size=S)",
             "ours owns the frequency embedding (vHeat's stage passes it in; here a parameter of the official side), "
@@ -332,7 +334,9 @@ PAIRS: dict[str, Pair] = {
             _hco,
         ),
         Pair(
-            "hyena_pixel", "HyenaPixelOperator", "HyenaPixel",
+            "hyena_pixel",
+            "HyenaPixelOperator",
+            "HyenaPixel",
             "official HyenaPixelOperator(dim=C, long_kernel_size=2S-1, use_layernorm=True, filter_emb_dim=32); ours "
             "hyena_pixel(filter_size=2S-1, emb_dim=32, filter_order=64, learned_pos=True)",
             "official input and output (B, H, W, C); its K x K distance map is a frozen parameter, ours is derived; "
@@ -340,7 +344,9 @@ PAIRS: dict[str, Pair] = {
             _hyena_pixel,
         ),
         Pair(
-            "hyena_bi", "HyenaOperator (is_causal=False)", "HyenaPixel",
+            "hyena_bi",
+            "HyenaOperator (is_causal=False)",
+            "HyenaPixel",
             "official HyenaOperator(dim=C, l_max=S*S, order=2, filter_order=64, emb_dim=33, is_causal=False); ours "
             "hyena_bi(emb_dim=33, filter_order=64), global filter",
             "official input and output (B, H, W, C); its positional embedding z is a parameter at l_max and its "
@@ -348,7 +354,9 @@ PAIRS: dict[str, Pair] = {
             _hyena_bi,
         ),
         Pair(
-            "attention_window", "2 x SwinTransformerBlock (MLP removed)", "SwinIR",
+            "attention_window",
+            "2 x SwinTransformerBlock (MLP removed)",
+            "SwinIR",
             "two blocks, shift 0 and 4: official SwinTransformerBlock(C, (S, S), heads, window_size=8) on (B, S*S, C) "
             "tokens with the map size; ours MixerBlock(C, attention_window(window_size=8, num_heads=heads)); "
             "heads = C / 32; each block's MLP and norm2 replaced by a zero on both sides",
@@ -357,7 +365,9 @@ PAIRS: dict[str, Pair] = {
             _window_blocks,
         ),
         Pair(
-            "gfnet", "GlobalFilter", "GFNet",
+            "gfnet",
+            "GlobalFilter",
+            "GFNet",
             "official GlobalFilter(C, h=S, w=S//2+1) on (B, S*S, C) tokens; ours gfnet(size=S)",
             "official input and output (B, H*W, C); ours resamples the filter for other sizes (a no-op at S)",
             _gfnet,
@@ -368,14 +378,18 @@ NETS: dict[str, Pair] = {
     p.name: p
     for p in [
         Pair(
-            "swinir", "SwinIR", "SwinIR",
+            "swinir",
+            "SwinIR",
+            "SwinIR",
             f"embed {NET_WIDTH}, depths {'x'.join(map(str, NET_DEPTHS))}, {NET_HEADS} heads, window 8, mlp ratio 2, "
             "3 channels, denoising (upsampler ''), img_size = S on the official side",
             "official runs on tokens (B, H*W, C) inside, ours channels-first (B, C, H, W)",
             _swinir_net,
         ),
         Pair(
-            "vheatir", "SwinIR", "SwinIR",
+            "vheatir",
+            "SwinIR",
+            "SwinIR",
             f"ours vheatir at SwinIR's width and depth (embed {NET_WIDTH}, depths {'x'.join(map(str, NET_DEPTHS))}) "
             "against the official SwinIR above",
             "a different network (HCO in place of attention): timed only, no equivalence",
