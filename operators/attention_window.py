@@ -9,11 +9,18 @@ from torch import Tensor, nn
 from sandbox.errors import OptionError, check_int, is_int
 from sandbox.registry import register_mixer
 
-from ._common import SizeCache
+from ._common import InferenceCache, SizeCache
+from ._layout import swap_last2
 
 __all__ = ["WindowAttention", "default_window_heads", "relative_position_index", "shift_region_mask", "pad_key_mask"]
 
 SHIFT_MASK_VALUE = -100.0  # SwinIR's logit offset between tokens of different shift regions
+# What this layer adds instead. The softmax is SwinIR's to fp32 rounding (SwinIR's masked weights are e^-100 ~ 4e-44
+# times the largest, far below the resolution of a sum of order 1), but here exp underflows to exact zeros, where
+# SwinIR's are subnormal floats, which x86 CPUs multiply many times slower: P V of one head at 128 px took 3.4 ms
+# with -100 and 0.6 ms with this (profile of `bench.py official --pairs attention_window`, 2026-12-07). Finite, not
+# -inf: a padded query whose real keys are all in other regions still gets a finite row (it is cropped away).
+REGION_MASK_VALUE = -1e4
 
 
 def default_window_heads(dim: int) -> int:
@@ -49,9 +56,16 @@ def _partition_map(m: Tensor, window_size: int) -> Tensor:
 
 
 def shift_region_mask(
-    hp: int, wp: int, window_size: int, shift: int, device=None, dtype: torch.dtype = torch.float32
+    hp: int,
+    wp: int,
+    window_size: int,
+    shift: int,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    value: float = SHIFT_MASK_VALUE,
 ) -> Tensor:
-    """(nW, N, N) additive mask of SwinIR's ``calculate_mask`` on a (hp, wp) map: -100 between shift regions, else 0.
+    """(nW, N, N) additive mask of SwinIR's ``calculate_mask`` on a (hp, wp) map: ``value`` (SwinIR: -100) between
+    shift regions, else 0.
 
     The rolled map is cut into regions by the row bands [0, hp-ws), [hp-ws, hp-shift), [hp-shift, hp) and the same
     column bands; tokens of one window attend freely only within their region. ``hp`` and ``wp`` must be multiples
@@ -66,7 +80,7 @@ def shift_region_mask(
     region = bands(hp)[:, None] * 3 + bands(wp)[None, :]  # (hp, wp) labels 0..8
     win = _partition_map(region, ws)  # (nW, N)
     differ = win[:, :, None] != win[:, None, :]  # (nW, N, N)
-    return torch.zeros(differ.shape, device=device, dtype=dtype).masked_fill_(differ, SHIFT_MASK_VALUE)
+    return torch.zeros(differ.shape, device=device, dtype=dtype).masked_fill_(differ, value)
 
 
 def pad_key_mask(
@@ -86,6 +100,170 @@ def pad_key_mask(
     win = _partition_map(real, ws)  # (nW, N)
     mask = torch.zeros(win.shape, device=device, dtype=dtype).masked_fill_(~win, float("-inf"))  # (nW, N)
     return mask[:, None, :]  # (nW, 1, N): broadcast over queries
+
+
+def window_order(hp: int, wp: int, window_size: int, shift: int, device=None) -> Tensor:
+    """(Hp * Wp,) long: the pixel (row-major index into the (Hp, Wp) map) of each token in window order.
+
+    Window order: the map rolled by (-shift, -shift), cut into ws x ws windows (row-major), tokens row-major inside a
+    window, as SwinIR's ``torch.roll`` followed by ``window_partition``. torch.roll(-s) puts pixel p + s at p.
+    """
+    ws = window_size
+    rows = (torch.arange(hp, device=device) + shift) % hp  # (Hp,) source row of each rolled row
+    cols = (torch.arange(wp, device=device) + shift) % wp  # (Wp,)
+    pix = rows[:, None] * wp + cols[None, :]  # (Hp, Wp) source pixel of each rolled position
+    return _partition_map(pix, ws).reshape(-1)  # (nW * N,)
+
+
+_ORDERS = SizeCache(maxsize=32)  # window orders and their inverses, shared by all layers (they depend on size only)
+
+
+def _orders(hp: int, wp: int, ws: int, shift: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    def build() -> Tensor:
+        order = window_order(hp, wp, ws, shift, device)  # (L,)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=device)
+        return torch.stack([order, inverse])  # (2, L)
+
+    return tuple(_ORDERS.get(("window_order", hp, wp, ws, shift, str(device)), build).unbind(0))
+
+
+def _gather_windows(x: Tensor, ws: int, shift: int) -> Tensor:
+    """(B, C, Hp, Wp) -> (B, Hp * Wp, C) in window order, one copy."""
+    b, c, hp, wp = x.shape
+    if shift == 0:  # a plain partition is a strided view: one permuted copy
+        return x.view(b, c, hp // ws, ws, wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(b, hp * wp, c)
+    order, _ = _orders(hp, wp, ws, shift, x.device)
+    return x.flatten(2).transpose(1, 2).index_select(1, order)  # gathers whole pixels (C values, stride Hp Wp)
+
+
+def _scatter_windows(t: Tensor, ws: int, shift: int, hp: int, wp: int) -> Tensor:
+    """Inverse of :func:`_gather_windows`: (B, Hp * Wp, C) in window order -> (B, C, Hp, Wp), contiguous.
+
+    Two copies: whole pixels (C values, contiguous) into pixel order, then a blocked transpose to channels first.
+    One strided copy straight to channels first (``permute(...).reshape``) sweeps the source once per channel and
+    took about 6x as long on the development CPU (see :func:`operators._layout.swap_last2`).
+    """
+    b, _, c = t.shape
+    if shift == 0:
+        pixels = t.view(b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp * wp, c)
+    else:
+        _, inverse = _orders(hp, wp, ws, shift, t.device)
+        pixels = t.index_select(1, inverse)  # (B, Hp Wp, C), pixel order
+    return swap_last2(pixels).view(b, c, hp, wp)
+
+
+class _WindowOrder(torch.autograd.Function):
+    """Window order as one autograd node whose backward is the inverse permutation (a gather, like the forward);
+    autograd's own backward of ``index_select`` would scatter-add into zeros."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, ws: int, shift: int, hp: int, wp: int, to_tokens: bool) -> Tensor:
+        ctx.args = (ws, shift, hp, wp, to_tokens)
+        return _gather_windows(x, ws, shift) if to_tokens else _scatter_windows(x, ws, shift, hp, wp)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        ws, shift, hp, wp, to_tokens = ctx.args
+        grad = (
+            _scatter_windows(grad.contiguous(), ws, shift, hp, wp)
+            if to_tokens
+            else _gather_windows(grad.contiguous(), ws, shift)
+        )
+        return grad, None, None, None, None, None
+
+
+def to_windows(x: Tensor, window_size: int, shift: int) -> Tensor:
+    """(B, C, Hp, Wp) -> (B, Hp * Wp, C) tokens in window order (:func:`window_order`); Hp, Wp multiples of ws."""
+    return _WindowOrder.apply(x, window_size, shift, x.shape[-2], x.shape[-1], True)
+
+
+def from_windows(t: Tensor, window_size: int, shift: int, hp: int, wp: int) -> Tensor:
+    """Inverse of :func:`to_windows`: (B, Hp * Wp, C) in window order -> (B, C, Hp, Wp), contiguous."""
+    return _WindowOrder.apply(t, window_size, shift, hp, wp, False)
+
+
+# ------------------------------------------------------------------------------------------- attention core
+def window_attention(q: Tensor, kv: Tensor, offset: Tensor, num_heads: int) -> Tensor:
+    """softmax(q k^T + offset) v in every window and head. (W, N, C) q (scaled), (W, N, 2C) k then v, offset
+    (nH, N, N) shared by the windows or (nH, nW, N, N) per window (W = B nW) -> (W, N, C), channels (nH, d).
+
+    CPU: :class:`_WindowAttentionCPU`. Other devices: ``scaled_dot_product_attention`` (fused kernels where they
+    apply) on head-split views.
+    """
+    if q.device.type == "cpu":
+        return _WindowAttentionCPU.apply(q, kv, offset, num_heads)
+    return window_attention_sdpa(q, kv, offset, num_heads)
+
+
+def window_attention_sdpa(q: Tensor, kv: Tensor, offset: Tensor, num_heads: int) -> Tensor:
+    """:func:`window_attention` by ``F.scaled_dot_product_attention`` (any device; the path off the CPU)."""
+    wn, n, c = q.shape
+    nh, d = num_heads, c // num_heads
+    qh = q.view(wn, n, nh, d).transpose(1, 2)  # (W, nH, N, d)
+    k, v = kv.view(wn, n, 2, nh, d).permute(2, 0, 3, 1, 4).unbind(0)  # each (W, nH, N, d)
+    if offset.ndim == 4:  # (nH, nW, N, N) -> (W, nH, N, N): windows outermost, repeated over the batch
+        nw = offset.shape[1]
+        mask = offset.transpose(0, 1).repeat(wn // nw, 1, 1, 1)  # (W, nH, N, N)
+    else:
+        mask = offset  # (nH, N, N), broadcast over the windows
+    out = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask.to(q.dtype), scale=1.0)  # (W, nH, N, d)
+    return out.transpose(1, 2).reshape(wn, n, c)
+
+
+class _WindowAttentionCPU(torch.autograd.Function):
+    """:func:`window_attention` as one autograd node, head by head, reading q, k and v in place.
+
+    Each head's q, k and v are column blocks of the projections, (W, N, d) with a row stride of C or 2C, which the
+    batched GEMMs read directly: no copy splits heads, and the backward writes dq, dk, dv straight into two
+    gradient buffers shaped like q and kv. PyTorch's ``scaled_dot_product_attention`` on the CPU takes its math
+    path whenever the mask needs a gradient (here the relative-position bias always does), which adds a
+    ``-inf``-row guard (``all``/``where``/``isneginf`` passes over the logits) and needs head-split copies of q, k
+    and v. Backward, per head with P = softmax(S) saved: dV = P^T dO, dP = dO V^T,
+    dS = P * (dP - rowsum(dP * P)), dQ = dS K, dK = dS^T Q, d offset = dS summed over the batch (and the windows
+    for a shared offset).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, kv: Tensor, offset: Tensor, num_heads: int) -> Tensor:
+        wn, n, c = q.shape
+        d = c // num_heads
+        nw = offset.shape[1] if offset.ndim == 4 else 1
+        out = q.new_empty(wn, n, c)
+        probs = []
+        for h in range(num_heads):
+            qh, kh, vh = q[..., h * d : (h + 1) * d], kv[..., h * d : (h + 1) * d], kv[..., c + h * d : c + (h + 1) * d]
+            logits = torch.bmm(qh, kh.transpose(1, 2))  # (W, N, N)
+            logits.view(-1, nw, n, n).add_(offset[h].view(-1 if nw > 1 else 1, n, n))
+            p = torch.softmax(logits, dim=-1)  # (W, N, N)
+            out[..., h * d : (h + 1) * d] = torch.bmm(p, vh)  # (W, N, d)
+            probs.append(p)
+        ctx.num_heads, ctx.nw = num_heads, nw
+        ctx.save_for_backward(q, kv, *probs)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        q, kv, *probs = ctx.saved_tensors
+        wn, n, c = q.shape
+        nh, nw = ctx.num_heads, ctx.nw
+        d = c // nh
+        grad = grad.contiguous()
+        dq, dkv = torch.empty_like(q), torch.empty_like(kv)
+        d_offset = []
+        for h, p in enumerate(probs):
+            cq, ck, cv = slice(h * d, (h + 1) * d), slice(h * d, (h + 1) * d), slice(c + h * d, c + (h + 1) * d)
+            g = grad[..., cq]  # (W, N, d)
+            dkv[..., cv] = torch.bmm(p.transpose(1, 2), g)  # dV
+            dp = torch.bmm(g, kv[..., cv].transpose(1, 2))  # (W, N, N)
+            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # (W, N, N)
+            dq[..., cq] = torch.bmm(ds, kv[..., ck])
+            dkv[..., ck] = torch.bmm(ds.transpose(1, 2), q[..., cq])
+            if ctx.needs_input_grad[2]:
+                d_offset.append(ds.view(-1, nw, n, n).sum(0) if nw > 1 else ds.sum(0))  # ([nW,] N, N)
+        return dq, dkv, torch.stack(d_offset) if d_offset else None, None
 
 
 @register_mixer(
@@ -154,6 +332,7 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self._cache = SizeCache()
+        self._inference = InferenceCache()  # the logit offset per size in inference, see _logit_offset
 
     @property
     def pad_multiple(self) -> int:
@@ -173,7 +352,7 @@ class WindowAttention(nn.Module):
             lambda: relative_position_index(self.window_size, table.device),
         )  # (N, N)
         bias = table[index.reshape(-1)].view(n, n, self.num_heads)  # (N, N, nH)
-        return bias.permute(2, 0, 1)  # (nH, N, N)
+        return bias.permute(2, 0, 1).contiguous()  # (nH, N, N); contiguous: adding a strided view is 5x slower
 
     def _window_mask(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor | None:
         """(nW, N, N) shift-region + pad-key mask for an (h, w) input, or None when neither applies."""
@@ -183,41 +362,59 @@ class WindowAttention(nn.Module):
 
         def build() -> Tensor:
             hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
-            mask = shift_region_mask(hp, wp, ws, s, device, dtype)  # (nW, N, N)
+            mask = shift_region_mask(hp, wp, ws, s, device, dtype, value=REGION_MASK_VALUE)  # (nW, N, N)
             return mask + pad_key_mask(h, w, ws, s, device, dtype)  # (nW, N, N)
 
         return self._cache.get(("window_mask", h, w, device, dtype), build)
 
+    def _logit_offset(self, h: int, w: int, dtype: torch.dtype) -> Tensor:
+        """What is added to the logits: the relative bias (nH, N, N), or (nH, nW, N, N) with the window mask added when
+        the map is shifted or padded. Depends on the table and the size only, so inference reuses it per size."""
+
+        def build() -> Tensor:
+            bias = self._relative_bias()  # (nH, N, N)
+            mask = self._window_mask(h, w, bias.device, bias.dtype)  # (nW, N, N) or None
+            return (bias if mask is None else bias[:, None] + mask[None]).to(dtype)  # (nH, [nW,] N, N)
+
+        device = self.relative_position_bias_table.device
+        return self._inference.get(self, (h, w, str(device), dtype), build)
+
+    def _projections(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """(q weight, q bias, k-v weight, proj bias) with the constants folded in.
+
+        - q rows scaled by 1 / sqrt(head_dim), so the logits come out scaled.
+        - k bias dropped: it adds q_i . b_k to every logit of row i, which the softmax cancels.
+        - v bias moved into proj's bias: the attention weights of a row sum to 1, so P (V + b_v) = P V + b_v, and
+          proj(P V + b_v) = proj(P V) + W_proj b_v.
+        The outputs and every gradient are those of SwinIR's layer (the k bias's gradient is zero there too).
+        """
+        c = self.dim
+        weight, bias = self.qkv.weight, self.qkv.bias  # (3C, C), (3C,)
+        scale = self.head_dim**-0.5
+        w_q, w_kv = weight[:c] * scale, weight[c:]  # (C, C), (2C, C)
+        b_q = bias[:c] * scale if bias is not None else None
+        b_proj = self.proj.bias if bias is None else torch.addmv(self.proj.bias, self.proj.weight, bias[2 * c :])
+        return w_q, b_q, w_kv, b_proj
+
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        ws, s, nh, d = self.window_size, self.shift, self.num_heads, self.head_dim
+        ws, s, nh = self.window_size, self.shift, self.num_heads
         hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
-        nwh, nww = hp // ws, wp // ws
-        n = ws * ws
+        nw, n = (hp // ws) * (wp // ws), ws * ws
 
-        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        qkv = self.qkv(x)  # (B, H, W, 3C); per token, so it commutes with pad and roll
-        qkv = F.pad(qkv, (0, 0, 0, wp - w, 0, hp - h))  # (B, Hp, Wp, 3C), content irrelevant (masked keys)
-        if s:
-            qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))  # (B, Hp, Wp, 3C)
-        qkv = qkv.view(b, nwh, ws, nww, ws, 3, nh, d)  # (B, nWh, ws, nWw, ws, 3, nH, d)
-        qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7)  # (3, B, nWh, nWw, nH, ws, ws, d)
-        q, k, v = qkv.reshape(3, b, nwh * nww, nh, n, d).unbind(0)  # each (B, nW, nH, N, d), contiguous
+        if (hp, wp) != (h, w):
+            x = F.pad(x, (0, wp - w, 0, hp - h))  # (B, C, Hp, Wp); content irrelevant (masked keys, cropped queries)
+        tokens = to_windows(x, ws, s)  # (B, nW N, C): rolled by -s, window by window, row-major inside
+        w_q, b_q, w_kv, b_proj = self._projections()
+        dt = tokens.dtype if not torch.is_autocast_enabled(tokens.device.type) else None
+        q = F.linear(tokens, _cast(w_q, dt), _cast(b_q, dt)).view(b * nw, n, c)  # (B nW, N, C), scaled
+        kv = F.linear(tokens, _cast(w_kv, dt)).view(b * nw, n, 2 * c)  # (B nW, N, 2C): k then v
+        offset = self._logit_offset(h, w, q.dtype)  # (nH, N, N) or (nH, nW, N, N)
+        out = window_attention(q, kv, offset, nh)  # (B nW, N, C), channels (nH, d)
+        out = F.linear(out.view(b, nw * n, c), _cast(self.proj.weight, dt), _cast(b_proj, dt))  # per token
+        y = from_windows(out, ws, s, hp, wp)  # (B, C, Hp, Wp), rolled back
+        return y if (hp, wp) == (h, w) else y[:, :, :h, :w]
 
-        bias = self._relative_bias()  # (nH, N, N), table dtype
-        win_mask = self._window_mask(h, w, bias.device, bias.dtype)  # (nW, N, N) or None
-        # 4-D views let SDPA pick a fused kernel where one applies; both broadcast the mask over the batch
-        if win_mask is None:  # no shift, no padding: the bias is shared by all windows
-            q, k, v = (t.reshape(b * nwh * nww, nh, n, d) for t in (q, k, v))  # (B*nW, nH, N, d)
-            mask = bias  # (nH, N, N)
-        else:  # windows joined with heads, so the per-window mask broadcasts over B without a copy
-            q, k, v = (t.reshape(b, nwh * nww * nh, n, d) for t in (q, k, v))  # (B, nW*nH, N, d)
-            mask = (win_mask[:, None] + bias).reshape(nwh * nww * nh, n, n)  # (nW*nH, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # shape of q
 
-        out = out.reshape(b, nwh, nww, nh, ws, ws, d)  # (B, nWh, nWw, nH, ws, ws, d)
-        out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)  # (B, Hp, Wp, C), channels = (nH, d)
-        if s:
-            out = torch.roll(out, shifts=(s, s), dims=(1, 2))  # (B, Hp, Wp, C)
-        out = self.proj(out[:, :h, :w])  # (B, H, W, C)
-        return out.permute(0, 3, 1, 2)  # (B, C, H, W)
+def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
+    return t if t is None or dtype is None else t.to(dtype)
