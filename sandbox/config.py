@@ -183,7 +183,7 @@ class RunConfig:
     charbonnier_eps: float = 1e-3
     ema: float = 0.999  # EMA decay of the weights used for validation and the final evaluation (0: off)
     grad_clip: float | None = None  # max gradient norm (None: off)
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU), bf16 or off
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with bf16 instructions, else off), bf16 or off
     compile: bool = False  # torch.compile the network
     # bookkeeping
     seed: int = 0

@@ -75,15 +75,44 @@ SHAPE_KEYS = ("task", "sigma", "quality", "arch", "mixer", "preset", "arch_optio
 RESOLVED_KEYS = ("data_root", "train_sets", "eval_sets", "name", "device")
 KILL_ENV = "SANDBOX_TEST_KILL_AT_STEP"  # tests: SIGKILL the process right after last.pth of this step is saved
 MACS_SIZE = 256  # MACs and inference time are measured on a 1 x C x 256 x 256 input
-BF16_CPU_NOTE = "oneDNN has no bf16 kernels for this CPU: amp=bf16 is emulated, likely slower than fp32; use amp=off"
+BF16_CPU_NOTE = "this CPU has no bf16 instructions: amp=bf16 is emulated, likely slower than fp32; use amp=auto/off"
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # /proc/cpuinfo: x86 AVX512_BF16 and AMX-BF16; ARM BF16
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU feature flags of /proc/cpuinfo (x86 ``flags``, ARM ``Features``), or None where it is not readable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return None
 
 
 def cpu_has_bf16() -> bool:
-    """Whether oneDNN has fast bf16 kernels for this CPU (x86 with AVX512 core, AVX512_BF16 or AMX; ARM with BF16)."""
+    """Whether this CPU computes bf16 in hardware (x86 AVX512_BF16 or AMX-BF16, ARM BF16).
+
+    oneDNN also accepts bf16 on any AVX512 CPU (``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is True there) but
+    emulates it: on such a CPU (Xeon with AVX512 and VNNI, no AVX512_BF16; 2026-12-07) a bf16 GEMM of the recipe
+    network's shapes took 3 to 5 times as long as fp32, and a bf16-autocast training step of the small network about
+    twice as long (docs/performance.md). Where /proc/cpuinfo is not readable, oneDNN's answer is used.
+    """
+    flags = _cpu_flags()
+    if flags is not None:
+        return bool(flags & NATIVE_BF16_FLAGS)
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without the query: assume yes rather than warn wrongly
         return True
+
+
+def use_bf16(amp: str, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: ``bf16`` always; ``auto`` on CUDA and on CPUs with bf16
+    instructions (where it is the faster choice); ``off`` never."""
+    return amp == "bf16" or (amp == "auto" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())))
 
 
 # ------------------------------------------------------------------------------------------------------- results
@@ -872,7 +901,7 @@ def train(
         _set_rng_state(ckpt["rng"])
     eval_net = ema.module if ema is not None else net
     train_net = torch.compile(net) if config.compile else net
-    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    use_amp = use_bf16(config.amp, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else nullcontext
     start_step, start_wall = step, wall
     arch_spec = getattr(net, "arch_spec", {"name": config.arch})

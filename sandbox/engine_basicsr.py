@@ -41,8 +41,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .config import RunConfig, config_dict
-from .engine import check_config
+from .engine import check_config, use_bf16
 from .errors import OptionError, SandboxError
 
 __all__ = [
@@ -167,7 +169,7 @@ def _network_options(config: RunConfig, task) -> dict[str, Any]:
 
 def _ignored(config: RunConfig, cuda: bool) -> list[str]:
     out = []
-    if config.amp == "bf16" or (config.amp == "auto" and cuda):
+    if use_bf16(config.amp, torch.device("cuda" if cuda else "cpu")):
         out.append(f"amp={config.amp!r}: BasicSR's SRModel trains in fp32")
     if config.compile:
         out.append("compile=True: BasicSR's SRModel does not torch.compile")

@@ -176,6 +176,18 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, monkeypatch, capsys, native):
     assert result.step == 2 and np.isfinite(result.final[next(iter(result.final))]["psnr"])
 
 
+@pytest.mark.parametrize("flags,native", [({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True), ({"sse"}, False)])
+def test_amp_auto_uses_bf16_where_the_cpu_has_it(monkeypatch, flags, native):
+    """amp=auto: bf16 on CUDA and on CPUs with bf16 instructions; an AVX512 CPU without them (oneDNN emulates bf16
+    there) stays in fp32. bf16 and off are what they say."""
+    monkeypatch.setattr(engine, "_cpu_flags", lambda: flags)
+    cpu = torch.device("cpu")
+    assert engine.cpu_has_bf16() is native
+    assert engine.use_bf16("auto", cpu) is native
+    assert engine.use_bf16("auto", torch.device("cuda")) is True
+    assert engine.use_bf16("bf16", cpu) is True and engine.use_bf16("off", torch.device("cuda")) is False
+
+
 class Pruned(Exception):
     pass
 
