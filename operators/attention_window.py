@@ -237,7 +237,10 @@ class _WindowAttentionCPU(torch.autograd.Function):
             logits = torch.bmm(qh, kh.transpose(1, 2))  # (W, N, N)
             logits.view(-1, nw, n, n).add_(offset[h].view(-1 if nw > 1 else 1, n, n))
             p = torch.softmax(logits, dim=-1)  # (W, N, N)
-            out[..., h * d : (h + 1) * d] = torch.bmm(p, vh)  # (W, N, d)
+            if num_heads == 1:
+                out = torch.bmm(p, vh)  # (W, N, C)
+            else:
+                out[..., h * d : (h + 1) * d] = torch.bmm(p, vh)  # (W, N, d)
             probs.append(p)
         ctx.num_heads, ctx.nw = num_heads, nw
         ctx.save_for_backward(q, kv, *probs)
@@ -259,7 +262,11 @@ class _WindowAttentionCPU(torch.autograd.Function):
             dkv[..., cv] = torch.bmm(p.transpose(1, 2), g)  # dV
             dp = torch.bmm(g, kv[..., cv].transpose(1, 2))  # (W, N, N)
             ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # (W, N, N)
-            dq[..., cq] = torch.bmm(ds, kv[..., ck])
+            del dp
+            if nh == 1:  # dq is the whole buffer: no copy
+                dq = torch.bmm(ds, kv[..., ck])
+            else:
+                dq[..., cq] = torch.bmm(ds, kv[..., ck])
             dkv[..., ck] = torch.bmm(ds.transpose(1, 2), q[..., cq])
             if ctx.needs_input_grad[2]:
                 d_offset.append(ds.view(-1, nw, n, n).sum(0) if nw > 1 else ds.sum(0))  # ([nW,] N, N)
