@@ -284,11 +284,14 @@ class WindowAttention(nn.Module):
 
     The map is padded bottom/right to multiples of ``window_size`` (pad content never reaches a real pixel: padded
     keys are masked with -inf), rolled by (-shift, -shift), cut into ws x ws windows, and each window runs multi-head
-    attention softmax(q k^T / sqrt(d) + B_rel + M_shift + M_pad) v via ``scaled_dot_product_attention``. B_rel comes
-    from the learned table ``relative_position_bias_table`` ((2ws-1)^2, nH); M_shift is SwinIR's -100 region mask,
-    computed on the padded size exactly as SwinIR's ``calculate_mask`` would on that size. The result is rolled back,
-    cropped and projected. When H and W are multiples of ``window_size`` this equals SwinIR's ``WindowAttention``
-    with its block's roll and mask on that size.
+    attention softmax(q k^T / sqrt(d) + B_rel + M_shift + M_pad) v (:func:`window_attention`: one autograd node with a
+    hand-written backward on CPU, ``scaled_dot_product_attention`` elsewhere). B_rel comes from the learned table
+    ``relative_position_bias_table`` ((2ws-1)^2, nH); M_shift is SwinIR's region mask, computed on the padded size as
+    SwinIR's ``calculate_mask`` would on that size, with :data:`REGION_MASK_VALUE` where SwinIR has -100 (the same
+    softmax to fp32 rounding). The result is projected, rolled back and cropped. Roll and window partition are one
+    gather (:func:`to_windows`), and constants are folded into the projections (see :meth:`_projections`). When H
+    and W are multiples of ``window_size`` this equals SwinIR's ``WindowAttention`` with its block's roll and mask on
+    that size, values and gradients.
 
     Differences from SwinIR: the window is never shrunk and the shift never dropped for small inputs (SwinIR does so
     only when its construction ``img_size`` is <= window_size; here a small input is padded instead); qkv and proj
