@@ -242,7 +242,7 @@ class _WindowAttentionCPU(torch.autograd.Function):
             else:
                 out[..., h * d : (h + 1) * d] = torch.bmm(p, vh)  # (W, N, d)
             probs.append(p)
-        ctx.num_heads, ctx.nw = num_heads, nw
+        ctx.num_heads, ctx.nw, ctx.offset_shape = num_heads, nw, offset.shape
         ctx.save_for_backward(q, kv, *probs)
         return out
 
@@ -270,7 +270,7 @@ class _WindowAttentionCPU(torch.autograd.Function):
             dkv[..., ck] = torch.bmm(ds.transpose(1, 2), q[..., cq])
             if ctx.needs_input_grad[2]:
                 d_offset.append(ds.view(-1, nw, n, n).sum(0) if nw > 1 else ds.sum(0))  # ([nW,] N, N)
-        return dq, dkv, torch.stack(d_offset) if d_offset else None, None
+        return dq, dkv, torch.stack(d_offset).view(ctx.offset_shape) if d_offset else None, None
 
 
 @register_mixer(
