@@ -98,8 +98,76 @@ def _channel_mean(weights: Tensor, x: Tensor) -> Tensor:
     return torch.bmm(weights.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1), x)
 
 
+def ln_cf_forward(
+    flat: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    inplace: bool = False,
+    out: Tensor | None = None,
+) -> tuple[Tensor, ...]:
+    """LayerNorm over dim 1 of an fp32 (B, C, N) tensor, the forward of :class:`_LayerNormCF`, without autograd.
+
+    Returns (y, xhat, rstd): the output (B, C, N), the normalised input (B, C, N) and 1 / std (B, 1, N), the last two
+    being what :func:`ln_cf_backward` needs. The channel statistics are batched GEMVs (:func:`_channel_mean`).
+
+    Fresh CPU tensors cost page faults (about as much as the arithmetic at these sizes), so the two full-size
+    buffers can be supplied: ``inplace=True`` centres ``flat`` in its own memory (xhat then *is* ``flat``), and
+    ``out`` (B, C, N) holds the squares for the variance, then y.
+    """
+    c = flat.shape[1]
+    avg = flat.new_full((c,), 1.0 / c)
+    mean = _channel_mean(avg, flat)  # (B, 1, N)
+    centred = flat.sub_(mean) if inplace else flat - mean  # (B, C, N)
+    sq = torch.mul(centred, centred, out=out) if out is not None else centred.square()
+    rstd = _channel_mean(avg, sq).add_(eps).rsqrt_()  # (B, 1, N)
+    xhat = centred.mul_(rstd)  # (B, C, N), zero mean and unit variance over C
+    dst = sq if out is not None else None  # the squares are dead: y goes there
+    if weight is not None and bias is not None:
+        y = torch.addcmul(bias.to(xhat.dtype)[:, None], xhat, weight.to(xhat.dtype)[:, None], out=dst)
+    elif weight is not None:
+        y = torch.mul(xhat, weight.to(xhat.dtype)[:, None], out=dst)
+    elif bias is not None:
+        y = torch.add(xhat, bias.to(xhat.dtype)[:, None], out=dst)
+    else:
+        y = xhat.clone() if dst is None else dst.copy_(xhat)
+    return y, xhat, rstd
+
+
+def ln_cf_backward(
+    g: Tensor,
+    xhat: Tensor,
+    rstd: Tensor,
+    weight: Tensor | None,
+    need_weight: bool,
+    need_bias: bool,
+    out: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Backward of :func:`ln_cf_forward` for dL/dy ``g`` (B, C, N), fp32: returns (grad_x, grad_weight, grad_bias).
+
+    dL/dx = rstd * (g_hat - mean_C(g_hat) - xhat * mean_C(g_hat * xhat)) with g_hat = weight * g; the two channel
+    means are batched GEMVs and g_hat - mean_C(g_hat) is one ``addcmul``. One full-size buffer serves first for
+    g * xhat, then for dL/dx: ``out`` (B, C, N) when given (it must not be ``g`` or ``xhat``), else a fresh one.
+    ``g`` is read only. The parameter gradients are (C,) fp32, or None where not needed (or the parameter is None).
+    """
+    c = g.shape[1]
+    w_avg = weight.to(g.dtype) / c if weight is not None else g.new_full((c,), 1.0 / c)
+    g_x = torch.mul(g, xhat, out=out) if out is not None else g * xhat  # (B, C, N)
+    grad_w = g_x.sum((0, 2)) if weight is not None and need_weight else None
+    m2 = _channel_mean(w_avg, g_x)  # (B, 1, N): mean_C(g_hat * xhat); g_x is dead from here
+    m1 = _channel_mean(w_avg, g).neg_()  # (B, 1, N): -mean_C(g_hat)
+    if weight is not None:
+        grad_x = torch.addcmul(m1, g, weight.to(g.dtype)[:, None], out=g_x)  # g_hat - mean_C(g_hat)
+    else:
+        grad_x = torch.add(g, m1, out=g_x)
+    grad_x = grad_x.addcmul_(xhat, m2, value=-1.0).mul_(rstd)  # (B, C, N)
+    grad_b = g.sum((0, 2)) if need_bias else None
+    return grad_x, grad_w, grad_b
+
+
 class _LayerNormCF(torch.autograd.Function):
-    """LayerNorm over dim 1 of (B, C, H, W) with a hand-written backward.
+    """LayerNorm over dim 1 of (B, C, H, W) with a hand-written backward (:func:`ln_cf_forward`,
+    :func:`ln_cf_backward`).
 
     Autograd through the composite (mean, sub, pow, mean, rsqrt, mul, mul, add) keeps several full-size temporaries
     and makes about twice as many passes over memory, and the channel reductions are slow strided reductions; here
@@ -110,50 +178,26 @@ class _LayerNormCF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
         with fp32(x):  # autocast would run the GEMV statistics in bf16
-            return _LayerNormCF._forward(ctx, x, weight, bias, eps)
-
-    @staticmethod
-    def _forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
-        b, c, h, w = x.shape
-        dtype = x.dtype
-        flat = x.reshape(b, c, h * w)  # (B, C, HW)
-        flat = flat.float() if dtype in (torch.float16, torch.bfloat16) else flat
-        avg = flat.new_full((c,), 1.0 / c)
-        centred = flat - _channel_mean(avg, flat)  # (B, C, HW)
-        rstd = _channel_mean(avg, centred.square()).add_(eps).rsqrt_()  # (B, 1, HW)
-        xhat = centred.mul_(rstd)  # (B, C, HW), zero mean and unit variance over C
-        ctx.save_for_backward(xhat, rstd, weight)
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        if weight is not None and bias is not None:
-            y = torch.addcmul(bias.to(xhat.dtype)[:, None], xhat, weight.to(xhat.dtype)[:, None])
-        elif weight is not None:
-            y = xhat * weight.to(xhat.dtype)[:, None]
-        elif bias is not None:
-            y = xhat + bias.to(xhat.dtype)[:, None]
-        else:
-            y = xhat.clone()
-        return y.to(dtype).view(b, c, h, w)
+            b, c, h, w = x.shape
+            flat = x.reshape(b, c, h * w)  # (B, C, HW)
+            flat = flat.float() if x.dtype in (torch.float16, torch.bfloat16) else flat
+            y, xhat, rstd = ln_cf_forward(flat, weight, bias, eps)
+            ctx.save_for_backward(xhat, rstd, weight)
+            ctx.bias_dtype = bias.dtype if bias is not None else None
+            return y.to(x.dtype).view(b, c, h, w)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         with fp32(grad):
-            return _LayerNormCF._backward(ctx, grad)
-
-    @staticmethod
-    def _backward(ctx, grad: Tensor):
-        xhat, rstd, weight = ctx.saved_tensors  # (B, C, HW), (B, 1, HW), (C,)
-        b, c, h, w = grad.shape
-        g = grad.reshape(b, c, h * w).to(xhat.dtype)  # dL/dy
-        g_x = g * xhat
-        w_avg = weight.to(g.dtype) / c if weight is not None else g.new_full((c,), 1.0 / c)
-        # dL/dx = rstd * (g_hat - mean_C(g_hat) - xhat * mean_C(g_hat * xhat)), g_hat = weight * g
-        g_hat = g * weight.to(g.dtype)[:, None] if weight is not None else g
-        grad_x = (g_hat - _channel_mean(w_avg, g)).addcmul_(xhat, _channel_mean(w_avg, g_x), value=-1.0)
-        grad_x = grad_x.mul_(rstd).to(grad.dtype).view(b, c, h, w)
-        grad_w = g_x.sum((0, 2)).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
-        grad_b = g.sum((0, 2)).to(ctx.bias_dtype) if ctx.bias_dtype is not None and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None
+            xhat, rstd, weight = ctx.saved_tensors  # (B, C, HW), (B, 1, HW), (C,)
+            b, c, h, w = grad.shape
+            g = grad.reshape(b, c, h * w).to(xhat.dtype)  # dL/dy
+            need_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
+            grad_x, grad_w, grad_b = ln_cf_backward(g, xhat, rstd, weight, ctx.needs_input_grad[1], need_b)
+            grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+            grad_b = grad_b.to(ctx.bias_dtype) if grad_b is not None else None
+            return grad_x.to(grad.dtype).view(b, c, h, w), grad_w, grad_b, None
 
 
 class _DepthwiseConv2d(torch.autograd.Function):

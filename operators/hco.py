@@ -22,27 +22,29 @@ from torch import Tensor, nn
 from sandbox.errors import SandboxError, check_choice, check_positive
 from sandbox.registry import register_mixer
 
-from ._common import DepthwiseConv2d, LayerNormCF, SizeCache, fp32, linear_cf
+from ._common import DepthwiseConv2d, LayerNormCF, SizeCache, fp32, linear_cf, ln_cf_backward, ln_cf_forward
 from ._fft import _on_scipy
 
 K_MODES = ("fixed", "learnable", "predicted", "predicted_shared")
 DCT_PATHS = ("auto", "matrix", "fft")
 
 # "auto" uses the FFT path when max(H, W) >= this, per device type. On CPU the FFT path is scipy.fft's DCT
-# (pocketfft); measured on the 2-core CPU this project develops on (`python experiments/bench_dct.py --sizes
-# 16,...,512`, one thread), its DCT + decay + inverse is slower than the matrix path up to 64 px (1.2x at 64) and faster
-# from 96 px (0.81x), 0.38x at 256 and 0.15x at 512. On GPUs dense matmuls win at every practical size
-# (zh217/torch-dct #1), so CUDA always uses the matrix path.
-FFT_MIN_SIZE = {"cpu": 96, "cuda": 1 << 30}
+# (pocketfft). In HCO's fused node (_HeatNormGate: two in-place batched GEMMs per transform against scipy in place),
+# measured on the 2-core development CPU (interleaved A/B of forward + backward, B = 1, C = 64, one thread,
+# 2026-12-07), matrix time / FFT time was 0.69 at 64 px, 0.82 at 128, 1.02 at 160, 1.13 at 192 and 1.23 at 256.
+# (The unfused ``heat_conduction`` is faster by FFT from 96 px: `python experiments/bench_dct.py`.) On GPUs dense
+# matmuls win at every practical size (zh217/torch-dct #1), so CUDA always uses the matrix path.
+FFT_MIN_SIZE = {"cpu": 160, "cuda": 1 << 30}
 
 _BASES = SizeCache(maxsize=32)  # cosine bases and frequency grids, shared by all HCO layers (they depend on size only)
 
 
 # --------------------------------------------------------------------------------------------------- DCT primitives
-def cos_basis(n: int, device: torch.device | str = "cpu") -> Tensor:
+def cos_basis(n: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
     """Orthonormal DCT-II matrix C (n, n): C[k, x] = sqrt(2/n) cos(pi k (x + 0.5) / n), row 0 scaled by 1/sqrt(2).
 
-    ``C @ x`` is scipy's ``dct(x, type=2, norm="ortho")``; ``C.T`` is its inverse. Cached per (n, device), fp32.
+    ``C @ x`` is scipy's ``dct(x, type=2, norm="ortho")``; ``C.T`` is its inverse. Built in float64, cached per
+    (n, device, dtype).
     """
 
     def make() -> Tensor:
@@ -50,9 +52,10 @@ def cos_basis(n: int, device: torch.device | str = "cpu") -> Tensor:
         x = torch.arange(n, dtype=torch.float64)[None, :]
         c = torch.cos(math.pi * k * (x + 0.5) / n) * math.sqrt(2.0 / n)
         c[0] /= math.sqrt(2.0)
-        return c.to(device=device, dtype=torch.float32)
+        return c.to(device=device, dtype=dtype)
 
-    return _BASES.get(("cos", n, str(device)), make)
+    key = ("cos", n, str(device)) if dtype == torch.float32 else ("cos", n, str(device), dtype)
+    return _BASES.get(key, make)
 
 
 def frequency_sq(h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
@@ -209,6 +212,159 @@ def heat_conduction(x: Tensor, decay: Tensor, path: str = "auto") -> Tensor:
     return idct2(dct2(x, path) * decay, path)
 
 
+# ------------------------------------------------------------------------------------- fused heat, norm and gate
+def _matrix_dct2(x: Tensor, inverse: bool, out: Tensor | None = None, work: Tensor | None = None) -> Tensor:
+    """:func:`dct2` (or :func:`idct2`) by the matrix path as two batched GEMMs, without autograd.
+
+    x (B, C, H, W) needs contiguous (C, H, W) blocks only (a channel slice of a (B, 2C, H, W) tensor qualifies). The
+    W axis is one GEMM per image over its C H rows, (B, C H, W) @ (W, W); the H axis one per channel, (H, H) @ (H, W).
+    The forward reads x in the W-axis GEMM and the inverse writes ``out`` in it, as the (B, C H, W) view exists for
+    such slices; otherwise x and ``out`` must be contiguous. The intermediate goes to ``work`` when that is a
+    contiguous (B, C, H, W) buffer (else to a fresh one); ``out`` may be ``x`` itself (in place). Returns (B, C, H, W).
+    """
+    b, c, h, w = x.shape
+    ch, cw = cos_basis(h, x.device, x.dtype), cos_basis(w, x.device, x.dtype)
+    work = work if work is not None and work.is_contiguous() else None  # a batch-strided slice cannot serve
+    if not inverse:  # C_h @ x @ C_w^T, W axis first
+        tmp = None if work is None else work.view(b, c * h, w)
+        rows = torch.bmm(x.reshape(b, c * h, w), cw.T.expand(b, w, w), out=tmp)  # (B, C H, W)
+        dst = None if out is None else out.view(b * c, h, w)
+        return torch.bmm(ch.expand(b * c, h, h), rows.view(b * c, h, w), out=dst).view(b, c, h, w)
+    tmp = None if work is None else work.view(b * c, h, w)  # C_h^T @ x @ C_w, H axis first
+    cols = torch.bmm(ch.T.expand(b * c, h, h), x.reshape(b * c, h, w), out=tmp)  # (B C, H, W)
+    dst = None if out is None else out.view(b, c * h, w)
+    return torch.bmm(cols.view(b, c * h, w), cw.expand(b, w, w), out=dst).view(b, c, h, w)
+
+
+def _dct2_raw(x: Tensor, inverse: bool, path: str, out: Tensor | None = None, work: Tensor | None = None) -> Tensor:
+    """The DCT-II (or its inverse) of fp32 (B, C, H, W) by ``path`` ("matrix" or "fft") without autograd: matrix
+    GEMMs (:func:`_matrix_dct2`), scipy.fft on CPU, torch FFTs on other devices.
+
+    Returns a fresh tensor, or ``out`` filled. ``out`` may be ``x`` (an in-place transform: scipy then reuses the
+    memory); ``work`` is a scratch buffer for the matrix path.
+    """
+    if path == "matrix":
+        return _matrix_dct2(x, inverse, out, work)
+    if _on_scipy(x):
+        if out is None:  # scipy in place on a torch buffer: a fresh numpy result costs page faults on every call
+            out = torch.empty(x.shape, dtype=x.dtype).copy_(x)
+            x = out
+        res = _scipy_dctn(x, inverse, overwrite=out is x)
+    else:
+        res = _idct2_torch(x) if inverse else _dct2_torch(x)
+    if out is None or res.data_ptr() == out.data_ptr():
+        return res if out is None else out
+    return out.copy_(res)
+
+
+class _HeatNormGate(torch.autograd.Function):
+    """v = LayerNorm_C(IDCT2(DCT2(x) * decay)) * SiLU(z) for xz = [x, z] (B, 2C, H, W): HCO's middle as one node.
+
+    Forward and backward are written out so that the spectra, the norm and the gate share buffers and passes:
+
+    - forward: S = DCT2(x), u = IDCT2(S * decay), v = LN(u) * SiLU(z) (:func:`ln_cf_forward`, u normalised in place);
+    - backward, g = dL/dv: dL/dz = SiLU'(z) * g * y (y = LN(u), recomputed), written into the z half of one
+      (B, 2C, H, W) gradient (no ``cat``); dL/dy = g * SiLU(z) -> dL/du (:func:`ln_cf_backward`); G = DCT2(dL/du)
+      (the operator C^T diag(d) C is symmetric), dL/ddecay = sum over the batch of S * G, dL/dx = IDCT2(G * decay)
+      into the x half.
+
+    On CPU a fresh tensor costs page faults (as much as an elementwise pass at 64 to 256 px), so the transforms
+    run in place, and the temporaries live in buffers that are needed anyway (v, the x half of the gradient). Saved:
+    z (a view of xz), decay, xhat, rstd, SiLU(z), and S only when decay needs a gradient. bf16/fp16 ``xz`` (autocast)
+    is computed in fp32, other dtypes in their own (float64 for gradcheck); v and the gradient keep xz's dtype.
+    ``path`` is "matrix" or "fft" (see :func:`_dct2_raw`).
+    """
+
+    @staticmethod
+    def forward(ctx, xz: Tensor, decay: Tensor, weight: Tensor, bias: Tensor, eps: float, path: str) -> Tensor:
+        with fp32(xz):
+            b, c2, h, w = xz.shape
+            c = c2 // 2
+            dtype = torch.float32 if xz.dtype in (torch.float16, torch.bfloat16) else xz.dtype
+            x, z = xz[:, :c].to(dtype), xz[:, c:].to(dtype)  # (B, C, H, W), views unless converted
+            buf = x.new_empty((b, c, h, w))  # scratch, then v (a fresh CPU tensor costs page faults: few of them)
+            spec = _dct2_raw(x, False, path, work=buf)  # S, (B, C, H, W), fresh
+            keep_spec = ctx.needs_input_grad[1]
+            u = spec * decay if keep_spec else spec.mul_(decay)  # S * decay
+            u = _dct2_raw(u, True, path, out=u, work=buf)  # IDCT2 in place
+            _, xhat, rstd = ln_cf_forward(u.view(b, c, h * w), weight, bias, eps, inplace=True, out=buf.view(b, c, -1))
+            s = F.silu(z)  # (B, C, H, W)
+            v = buf.mul_(s)  # y * SiLU(z); buf held y
+            ctx.save_for_backward(z, decay, weight, bias, xhat, rstd, s, *([spec] if keep_spec else []))
+            ctx.path = path
+            return v.to(xz.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        with fp32(grad):
+            z, decay, weight, bias, xhat, rstd, s, *spec = ctx.saved_tensors
+            b, c, h, w = z.shape
+            g = grad.to(z.dtype)  # dL/dv, (B, C, H, W)
+            grad_xz = g.new_empty((b, 2 * c, h, w))
+            gx, gz = grad_xz[:, :c], grad_xz[:, c:]  # gx serves as scratch until dL/dx is written there
+            y = torch.addcmul(bias[:, None], xhat, weight[:, None], out=gx.view(b, c, h * w))  # LN(u), recomputed
+            torch.ops.aten.silu_backward.grad_input(y.view(b, c, h, w).mul_(g), z, grad_input=gz)  # dL/dz
+            g_y = torch.mul(g, s, out=gx).view(b, c, h * w)  # dL/dy = g SiLU(z)
+            need_w, need_b = ctx.needs_input_grad[2:4]
+            grad_u, grad_w, grad_b = ln_cf_backward(g_y, xhat, rstd, weight, need_w, need_b)  # (B, C, HW), fresh
+            spec_g = _dct2_raw(grad_u.view(b, c, h, w), False, ctx.path, out=grad_u.view(b, c, h, w), work=gx)
+            grad_decay = None
+            if ctx.needs_input_grad[1]:  # S * G summed over the dims decay is broadcast along
+                prod = spec[0] * spec_g  # (B, C, H, W)
+                same = prod.numel() == decay.numel()  # a view: sum_to_size over a size-1 dim is a slow copy
+                grad_decay = prod.view(decay.shape) if same else prod.sum_to_size(decay.shape)
+            _dct2_raw(spec_g.mul_(decay), True, ctx.path, out=spec_g, work=gx)  # IDCT2(G decay) in place
+            gx.copy_(spec_g)  # dL/dx
+            return grad_xz.to(grad.dtype), grad_decay, grad_w, grad_b, None, None
+
+
+class _PredictedDecay(torch.autograd.Function):
+    """vHeat's predicted decay, exp(-t (w_n^2 + w_m^2) ReLU(k)) with k = resample(FVE @ W^T + b) + k_bias, as one node.
+
+    Inputs: the FVE (h0, w0, C), the ``to_k`` Linear's weight (C, C) and bias (C,), a = -t (w_n^2 + w_m^2) (h, w).
+    k is one GEMM, W @ FVE^T, straight into the channels-first (C, h0 w0) layout of the spectra, then resampled
+    bicubically (two small GEMMs, :func:`bicubic_matrix`) when (h0, w0) != (h, w). The node keeps k and decay.
+    Backward: with g_k = dL/ddecay * decay * a where k > 0, else 0 (ReLU's ``threshold_backward`` kernel: a boolean
+    mask with ``masked_fill_`` took 8x as long), resampled back by the transposed matrices, dL/dW = g_k @ FVE,
+    dL/db = sum g_k, dL/dFVE = g_k^T @ W. Runs in the inputs' dtype (fp32 in the layer).
+    """
+
+    @staticmethod
+    def forward(ctx, embed: Tensor, weight: Tensor, bias: Tensor, a: Tensor, k_bias: float) -> Tensor:
+        h0, w0, c = embed.shape
+        h, w = a.shape
+        k = torch.addmm(bias[:, None], weight, embed.reshape(h0 * w0, c).T)  # (C, h0 w0)
+        if k_bias:
+            k.add_(k_bias)
+        k = k.view(c, h0, w0)
+        if h0 != h:
+            k = bicubic_matrix(h0, h, k.device).to(k.dtype) @ k  # (C, h, w0)
+        if w0 != w:
+            k = k @ bicubic_matrix(w0, w, k.device).to(k.dtype).T  # (C, h, w)
+        decay = torch.clamp_min(k, 0.0).mul_(a).exp_()  # (C, h, w)
+        ctx.save_for_backward(embed, weight, a, decay, k)
+        return decay
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        embed, weight, a, decay, k = ctx.saved_tensors
+        h0, w0, c = embed.shape
+        h, w = a.shape
+        g = (grad * decay).mul_(a)  # (C, h, w)
+        g = torch.ops.aten.threshold_backward.grad_input(g, k, 0.0, grad_input=g)  # dL/dk: 0 where k <= 0
+        if h0 != h:
+            g = bicubic_matrix(h0, h, g.device).to(g.dtype).T @ g  # (C, h0, w)
+        if w0 != w:
+            g = g @ bicubic_matrix(w0, w, g.device).to(g.dtype)  # (C, h0, w0)
+        g = g.reshape(c, h0 * w0)  # (C, h0 w0)
+        grad_embed = torch.mm(g.T, weight).view(h0, w0, c) if ctx.needs_input_grad[0] else None  # (h0, w0, C)
+        grad_w = torch.mm(g, embed.reshape(h0 * w0, c)) if ctx.needs_input_grad[1] else None  # (C, C)
+        grad_b = g.sum(1) if ctx.needs_input_grad[2] else None
+        return grad_embed, grad_w, grad_b, None, None
+
+
 def bicubic_matrix(n_in: int, n_out: int, device: torch.device | str = "cpu") -> Tensor:
     """(n_out, n_in) fp32 matrix A with ``A @ v`` = ``F.interpolate`` bicubic (align_corners=False) of v along one axis.
 
@@ -278,6 +434,9 @@ class HeatConduction(nn.Module):
     dwconv 3x3 -> Linear(C, 2C) into x and gate z -> u = IDCT2(DCT2(x) * exp(-k (w_n^2 + w_m^2) t)) -> LayerNorm ->
     u * SiLU(z) -> Linear(C, C). The DCT, the decay and exp run in fp32 under autocast. Parameter names follow vHeat
     (``dwconv``, ``linear``, ``out_norm``, ``out_linear``, ``to_k.0``); the linears are applied channels-first.
+    Everything from the (B, 2C, H, W) linear output to the gated v is one autograd node with a hand-written backward
+    (:class:`_HeatNormGate`), and so is the predicted decay (:class:`_PredictedDecay`): fewer passes over memory and
+    fewer fresh tensors than autograd through the composite.
 
     Where k comes from (``k_mode``):
 
@@ -371,19 +530,29 @@ class HeatConduction(nn.Module):
     def conductivity(self, h: int, w: int) -> Tensor:
         """k on the (h, w) frequency grid: a scalar tensor (fixed, learnable) or (C, h, w) (predicted), fp32.
 
-        Predicted: k = ReLU(Linear(resample(FVE)) + k_bias), computed as ReLU(resample(Linear(FVE) + k_bias)). The
-        two are equal up to rounding (the Linear mixes channels, the bicubic resampling mixes positions with weights
-        summing to 1), and this order runs the Linear on the embedding's own grid (embed_size^2 points, not h * w)
-        and resamples straight into the (C, h, w) layout the decay needs.
+        Predicted: k = ReLU(Linear(resample(FVE)) + k_bias), computed as ReLU(resample(Linear(FVE) + k_bias)) (see
+        :meth:`_predicted_k`).
         """
         if self.k_mode == "fixed":
             return torch.tensor(self.k)
         if self.k_mode == "learnable":
             return F.softplus(self.k_raw.float())
-        linear, act = self.to_k
-        k = linear(self._embedding().weight.float())  # (h0, w0, C) on the embedding's grid
+        return F.relu(self._predicted_k(h, w))
+
+    def _predicted_k(self, h: int, w: int) -> Tensor:
+        """Linear(resample(FVE)) + k_bias before the ReLU, (C, h, w) fp32 (predicted modes).
+
+        Computed as resample(Linear(FVE) + k_bias): the two are equal up to rounding (the Linear mixes channels, the
+        bicubic resampling mixes positions with weights summing to 1), and this order runs the Linear on the
+        embedding's own grid (embed_size^2 points, not h * w). The training path fuses this with the decay
+        (:class:`_PredictedDecay`).
+        """
+        linear = self.to_k[0]
+        embed = self._embedding().weight.float()  # (h0, w0, C)
+        h0, w0, c = embed.shape
+        k = torch.addmm(linear.bias.float()[:, None], linear.weight.float(), embed.view(h0 * w0, c).T)  # (C, h0 w0)
         k = k + self.k_bias if self.k_bias else k
-        return act(resample_bicubic(k.permute(2, 0, 1), h, w))  # (C, h, w)
+        return resample_bicubic(k.view(c, h0, w0), h, w)  # (C, h, w)
 
     def decay(self, h: int, w: int, device: torch.device) -> Tensor:
         """exp(-k (w_n^2 + w_m^2) t), shape (h, w) or (C, h, w), fp32.
@@ -404,7 +573,14 @@ class HeatConduction(nn.Module):
         return self._eval_cache.get((h, w, str(device)), lambda: self._decay(h, w, device, w2))
 
     def _decay(self, h: int, w: int, device: torch.device, w2: Tensor) -> Tensor:
-        return torch.exp(self.conductivity(h, w).to(device) * (-self.t * w2))  # sign on the (h, w) map, not (C, h, w)
+        a = -self.t * w2  # (h, w): the sign and t on the small map, not on (C, h, w)
+        if self.k_mode == "learnable":
+            return torch.exp(self.conductivity(h, w).to(device) * a)
+        if not torch.is_grad_enabled():  # ReLU, scale and exp in place on the fresh k
+            return self._predicted_k(h, w).to(device).clamp_min_(0.0).mul_(a).exp_()  # (C, h, w)
+        linear = self.to_k[0]
+        args = (self._embedding().weight, linear.weight, linear.bias)
+        return _PredictedDecay.apply(*(p.float().to(device) for p in args), a, self.k_bias)  # (C, h, w)
 
     def _parameter_state(self) -> tuple:
         """(storage, in-place version) of every tensor k depends on; changes whenever one of them does."""
@@ -418,12 +594,13 @@ class HeatConduction(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _, _, h, w = x.shape
         x = self.dwconv(x)  # (B, C, H, W)
-        x, z = linear_cf(x, self.linear).chunk(2, dim=1)  # (B, C, H, W) each
-        with fp32(x):
-            u = heat_conduction(x.float(), self.decay(h, w, x.device), self.dct_path)  # (B, C, H, W), fp32
-            u = self.out_norm(u)
-        u = u.to(z.dtype) * F.silu(z)
-        return linear_cf(u, self.out_linear)  # (B, C, H, W)
+        xz = linear_cf(x, self.linear)  # (B, 2C, H, W): x and the gate z
+        path = pick_path(h, w, x.device) if self.dct_path == "auto" else self.dct_path
+        with fp32(xz):
+            decay = self.decay(h, w, x.device)  # (h, w) or (C, h, w), fp32
+        norm = self.out_norm
+        v = _HeatNormGate.apply(xz, decay, norm.weight, norm.bias, norm.eps, path)  # LN(heat(x)) * SiLU(z)
+        return linear_cf(v, self.out_linear)  # (B, C, H, W)
 
 
 def share_frequency_embedding(stage: nn.Module, size: int = 64) -> FrequencyEmbedding | None:

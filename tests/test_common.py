@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from operators._common import DepthwiseConv2d, LayerNormCF, layer_norm_cf, linear_cf
+from operators._common import DepthwiseConv2d, LayerNormCF, layer_norm_cf, linear_cf, ln_cf_backward, ln_cf_forward
 
 
 @pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True), (False, False)])
@@ -28,6 +28,34 @@ def test_layer_norm_cf_matches_layer_norm(weight, bias):
         return layer_norm_cf(next(it), next(it) if weight else None, next(it) if bias else None, 1e-5)
 
     assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("buffers", [False, True])
+def test_ln_cf_helpers_match_layer_norm_with_and_without_buffers(weight, bias, buffers):
+    """The raw forward and backward (used by HCO's fused node with caller-supplied buffers: in-place centring, one
+    scratch buffer for the squares and y, one for g * xhat and dL/dx) equal F.layer_norm and its autograd."""
+    g0 = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 5, 12, dtype=torch.float64, generator=g0)
+    w = torch.randn(5, dtype=torch.float64, generator=g0) if weight else None
+    b = torch.randn(5, dtype=torch.float64, generator=g0) if bias else None
+    g = torch.randn(2, 5, 12, dtype=torch.float64, generator=g0)
+    leaves = [t.clone().requires_grad_() if t is not None else None for t in (x, w, b)]
+    ref = F.layer_norm(leaves[0].transpose(1, 2), (5,), leaves[1], leaves[2], 1e-5).transpose(1, 2)
+    ref.backward(g)
+    kwargs = {"inplace": True, "out": torch.full_like(x, float("nan"))} if buffers else {}
+    flat = x.clone()
+    y, xhat, rstd = ln_cf_forward(flat, w, b, 1e-5, **kwargs)
+    torch.testing.assert_close(y, ref.detach())
+    assert (xhat.data_ptr() == flat.data_ptr()) == buffers and (y.data_ptr() == kwargs.get("out", y).data_ptr())
+    out = torch.full_like(x, float("nan")) if buffers else None
+    grad_x, grad_w, grad_b = ln_cf_backward(g, xhat, rstd, w, True, bias, out=out)
+    torch.testing.assert_close(grad_x, leaves[0].grad)
+    assert out is None or grad_x.data_ptr() == out.data_ptr()
+    for got, leaf in ((grad_w, leaves[1]), (grad_b, leaves[2])):
+        assert (got is None) == (leaf is None)
+        if leaf is not None:
+            torch.testing.assert_close(got, leaf.grad)
 
 
 def test_layer_norm_cf_module_gradients_match_nn_layer_norm():

@@ -9,11 +9,15 @@ import scipy.fft
 import torch
 from torch import nn
 
+import operators.hco as hco_mod
 from operators.hco import (
     FFT_MIN_SIZE,
     HeatConduction,
+    _dct2_raw,
     _dct2_torch,
+    _HeatNormGate,
     _idct2_torch,
+    _PredictedDecay,
     dct2,
     frequency_sq,
     heat_conduction,
@@ -217,24 +221,179 @@ def test_predicted_shared_unbound_is_a_clear_error():
 
 
 def test_decay_stays_in_fp32_under_autocast():
+    """Under bf16 autocast the spectra, the decay and the norm run in fp32; output and gradients keep their dtypes."""
     m = build_mixer("hco", 8)
-    x = torch.randn(1, 8, 16, 16)
+    x = torch.randn(1, 8, 16, 16, requires_grad=True)
     seen = []
-    import operators.hco as hco_mod
+    orig = hco_mod._dct2_raw
 
-    orig = hco_mod.heat_conduction
+    def spy(u, *args, **kwargs):
+        seen.append(u.dtype)
+        return orig(u, *args, **kwargs)
 
-    def spy(u, decay, path):
-        seen.append((u.dtype, decay.dtype))
-        return orig(u, decay, path)
-
-    hco_mod.heat_conduction = spy
+    hco_mod._dct2_raw = spy
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            m(x)
+            y = m(x)
+        assert seen == [torch.float32] * 2 and m.decay(16, 16, x.device).dtype == torch.float32
+        y.float().square().mean().backward()
     finally:
-        hco_mod.heat_conduction = orig
-    assert seen == [(torch.float32, torch.float32)]
+        hco_mod._dct2_raw = orig
+    assert seen == [torch.float32] * 4 and y.dtype == torch.bfloat16
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())
+
+
+# ------------------------------------------------------------------------------------- fused nodes vs plain autograd
+def _cos64(n):
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    c = torch.cos(math.pi * k * (torch.arange(n, dtype=torch.float64) + 0.5) / n) * math.sqrt(2.0 / n)
+    c[0] /= math.sqrt(2.0)
+    return c
+
+
+def _plain_heat_norm_gate(xz, decay, weight, bias, eps=1e-5):
+    """The unfused definition in float64 autograd: DCT by dense matrices, nn's LayerNorm, SiLU gate."""
+    x, z = xz.chunk(2, dim=1)
+    ch, cw = _cos64(x.shape[-2]), _cos64(x.shape[-1])
+    u = ch.T @ ((ch @ x @ cw.T) * decay) @ cw
+    y = torch.nn.functional.layer_norm(u.permute(0, 2, 3, 1), (u.shape[1],), weight, bias, eps).permute(0, 3, 1, 2)
+    return y * torch.nn.functional.silu(z)
+
+
+@pytest.mark.parametrize("path", ["matrix", "fft"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("decay_shape", ["chw", "hw"])
+@pytest.mark.parametrize("decay_grad", [True, False])
+def test_heat_norm_gate_matches_plain_autograd(path, batch, decay_shape, decay_grad):
+    """HCO's fused node (buffers reused in place, x and z read as channel slices, dL/dxz written in halves) gives the
+    plain composition's output and gradients for xz, decay, LN weight and bias; batches > 1 make the slices strided."""
+    gen = torch.Generator().manual_seed(0)
+    c, h, w = 4, 7, 10
+    xz = torch.randn(batch, 2 * c, h, w, dtype=torch.float64, generator=gen)
+    decay = torch.rand(*((c, h, w) if decay_shape == "chw" else (h, w)), dtype=torch.float64, generator=gen)
+    weight, bias = (torch.randn(c, dtype=torch.float64, generator=gen) for _ in range(2))
+    g = torch.randn(batch, c, h, w, dtype=torch.float64, generator=gen)
+    results = []
+    for fn in (lambda *a: _HeatNormGate.apply(*a, 1e-5, path), _plain_heat_norm_gate):
+        leaves = [t.clone().requires_grad_(decay_grad or t is not decay) for t in (xz, decay, weight, bias)]
+        y = fn(*leaves)
+        y.backward(g)
+        results.append((y, *(t.grad for t in leaves)))
+    for got, ref in zip(*results):
+        assert (got is None) == (ref is None)
+        if ref is not None:
+            torch.testing.assert_close(got, ref)
+
+
+@pytest.mark.parametrize("path", ["matrix", "fft"])
+def test_heat_norm_gate_gradcheck(path):
+    gen = torch.Generator().manual_seed(1)
+    args = [
+        torch.randn(2, 6, 5, 6, dtype=torch.float64, generator=gen),
+        torch.rand(3, 5, 6, dtype=torch.float64, generator=gen),
+        torch.randn(3, dtype=torch.float64, generator=gen),
+        torch.randn(3, dtype=torch.float64, generator=gen),
+    ]
+    args = [t.requires_grad_() for t in args]
+    assert torch.autograd.gradcheck(lambda *a: _HeatNormGate.apply(*a, 1e-5, path), args)
+
+
+@pytest.mark.parametrize("path", ["matrix", "fft"])
+def test_dct2_raw_buffers_in_place_and_channel_slices(path):
+    """The raw transforms read a channel slice of a (B, 2C, H, W) tensor, write into a slice or in place, and use the
+    scratch buffer; all equal scipy's orthonormal DCT-II / DCT-III."""
+    gen = torch.Generator().manual_seed(2)
+    big = torch.randn(2, 6, 9, 8, generator=gen)
+    x = big[:, :3]  # (2, 3, 9, 8), batch-strided
+    ref = scipy.fft.dctn(x.numpy(), type=2, norm="ortho", axes=(-2, -1))
+    work = torch.full((2, 3, 9, 8), float("nan"))
+    spec = _dct2_raw(x, False, path, work=work)
+    np.testing.assert_allclose(spec.numpy(), ref, atol=2e-5)
+    dst = torch.zeros(2, 6, 9, 8)
+    _dct2_raw(spec, True, path, out=dst[:, 3:], work=work)  # inverse into a slice
+    np.testing.assert_allclose(dst[:, 3:].numpy(), x.numpy(), atol=2e-5)
+    assert (dst[:, :3] == 0).all()
+    same = spec.clone()
+    assert _dct2_raw(same, True, path, out=same, work=work).data_ptr() == same.data_ptr()  # in place
+    np.testing.assert_allclose(same.numpy(), x.numpy(), atol=2e-5)
+
+
+def _plain_predicted_decay(embed, weight, bias, a, k_bias, h, w):
+    fve = embed.permute(2, 0, 1)[None]  # (1, C, h0, w0)
+    if fve.shape[-2:] != (h, w):
+        fve = torch.nn.functional.interpolate(fve, size=(h, w), mode="bicubic", align_corners=False)
+    k = torch.nn.functional.linear(fve[0].permute(1, 2, 0), weight, bias) + k_bias  # vHeat's order: resample first
+    return torch.exp(torch.relu(k.permute(2, 0, 1)) * a)
+
+
+@pytest.mark.parametrize("size_in,size_out", [((6, 6), (6, 6)), ((6, 5), (9, 4))])
+@pytest.mark.parametrize("k_bias", [0.0, 0.3])
+def test_predicted_decay_matches_plain_autograd(size_in, size_out, k_bias):
+    """The fused k -> decay node equals exp(ReLU(Linear(bicubic(FVE)) + k_bias) * a) in value and in the gradients
+    of the FVE, the weight and the bias, with and without resampling; gradcheck in float64."""
+    gen = torch.Generator().manual_seed(3)
+    c = 4
+    embed = torch.randn(*size_in, c, dtype=torch.float64, generator=gen)
+    weight = torch.randn(c, c, dtype=torch.float64, generator=gen)
+    bias = torch.randn(c, dtype=torch.float64, generator=gen)
+    a = -frequency_sq(*size_out).double()
+    g = torch.randn(c, *size_out, dtype=torch.float64, generator=gen)
+    results = []
+    for fn in (
+        lambda e, wt, b: _PredictedDecay.apply(e, wt, b, a, k_bias),
+        lambda e, wt, b: _plain_predicted_decay(e, wt, b, a, k_bias, *size_out),
+    ):
+        leaves = [t.clone().requires_grad_() for t in (embed, weight, bias)]
+        y = fn(*leaves)
+        y.backward(g)
+        results.append((y, *(t.grad for t in leaves)))
+    assert (results[1][0] == 1).any() and (results[1][0] < 1).any()  # the ReLU cuts somewhere, passes elsewhere
+    for got, ref in zip(*results):
+        torch.testing.assert_close(got, ref)
+    leaves = [t.clone().requires_grad_() for t in (embed, weight, bias)]
+    assert torch.autograd.gradcheck(lambda *t: _PredictedDecay.apply(*t, a, k_bias), leaves)
+
+
+def test_decay_without_gradients_equals_decay_with_them():
+    """Under no_grad the predicted decay is computed in place on k (no autograd node): same values."""
+    m = build_mixer({"name": "hco", "embed_size": 16, "k_bias": 0.1}, 8)
+    with torch.no_grad():
+        m.freq_embed.weight.normal_()
+        fast = m.decay(20, 12, torch.device("cpu"))
+    slow = m.decay(20, 12, torch.device("cpu"))
+    assert slow.requires_grad and not fast.requires_grad
+    torch.testing.assert_close(fast, slow.detach())
+
+
+def test_layer_matches_plain_autograd_reference():
+    """The whole layer (dwconv, linear, fused node, predicted decay, out linear) against the same parameters run
+    through plain autograd in float64."""
+    torch.manual_seed(0)
+    m = build_mixer({"name": "hco", "embed_size": 8}, 4).double()
+    with torch.no_grad():
+        m.freq_embed.weight.normal_()
+        m.to_k[0].weight.normal_(0, 0.5)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+
+    def plain(x):
+        t = torch.nn.functional.conv2d(x, m.dwconv.weight, m.dwconv.bias, padding=1, groups=4)
+        xz = m.linear(t.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        lin, a = m.to_k[0], -frequency_sq(8, 8).double()
+        decay = _plain_predicted_decay(m.freq_embed.weight, lin.weight, lin.bias, a, 0.0, 8, 8)
+        v = _plain_heat_norm_gate(xz, decay, m.out_norm.weight, m.out_norm.bias, m.out_norm.eps)
+        return m.out_linear(v.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    grads = []
+    for fn in (m, plain):
+        m.zero_grad(set_to_none=True)
+        x.grad = None
+        y = fn(x)
+        y.backward(g)
+        grads.append((y, x.grad, *(p.grad for p in m.parameters())))
+    for got, ref in zip(*grads):
+        torch.testing.assert_close(got, ref)
 
 
 @pytest.mark.parametrize(
