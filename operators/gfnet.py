@@ -26,6 +26,60 @@ def resample_complex_weight(weight: Tensor, h: int, w: int) -> Tensor:
     return x.reshape(c, 2, h, w).permute(2, 3, 0, 1).to(weight.dtype)  # (h, w, C, 2)
 
 
+def _irfft2_consuming(holder: list[Tensor], w: int) -> Tensor:
+    """``irfft2(spec, norm="ortho")`` over the last two dims for ``holder = [spec]``, as ifft (dim -2) then irfft
+    (dim -1), emptying ``holder`` so that the spectrum is freed between the two when nothing else holds it: one
+    spectrum-sized buffer less at the peak than ``irfft2``, whose complex-to-real step copies its input."""
+    half = torch.fft.ifft(holder.pop(), dim=-2, norm="ortho")  # (..., H, W//2+1)
+    return torch.fft.irfft(half, n=w, dim=-1, norm="ortho")  # (..., H, W)
+
+
+class _GlobalFilterCPU(torch.autograd.Function):
+    """y = irfft2(rfft2(x) * Wc) over the last two dims, orthonormal, with a hand-written backward (CPU, fp32).
+
+    x is (B, C, H, W) and weight the (H, W // 2 + 1, C, 2) real view of the complex filter Wc. With X = rfft2(x),
+    G = rfft2(g) of the output gradient and m the Hermitian weights of the half spectrum (2 for the columns that stand
+    for two conjugate frequencies, 1 for the DC column and, W even, the Nyquist column)::
+
+        dx = irfft2(G * conj(Wc))                 (the masks of rfft2's and irfft2's adjoints cancel)
+        dWc = sum_batch(m * G * conj(X))          (irfft2's adjoint is rfft2 times m; PyTorch's convention for
+                                                   complex gradients, equal to autograd through the composite)
+
+    Autograd through the composite runs the backward of irfft2 and rfft2 through several extra full-size copies; here
+    the weight gradient is made first and written channels-last once, then dx's product reuses G's buffer, and each
+    inverse transform frees its input spectrum half way (:func:`_irfft2_consuming`). The weight stays a strided
+    (channel stride 1) view in the products: copying it channels-first first was slower on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        wc = torch.view_as_complex(weight.contiguous()).permute(2, 0, 1)  # (C, H, W//2+1), a view, channel stride 1
+        spec = torch.fft.rfft2(x, dim=(-2, -1), norm="ortho")  # (B, C, H, W//2+1)
+        ctx.save_for_backward(spec, wc)
+        ctx.size = (h, w)
+        return _irfft2_consuming([spec * wc], w)  # (B, C, H, W)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        spec, wc = ctx.saved_tensors
+        h, w = ctx.size
+        g_f = torch.fft.rfft2(grad, dim=(-2, -1), norm="ortho")  # (B, C, H, W//2+1)
+        dx = dweight = None
+        if ctx.needs_input_grad[1]:
+            d_wc = g_f * spec.conj()  # G * conj(X)
+            d_wc = d_wc.sum(0) if d_wc.shape[0] > 1 else d_wc[0]  # (C, H, W//2+1): shared by the batch
+            d_wc[..., 1 : (w + 1) // 2].mul_(2)  # m: the columns that stand for two conjugate frequencies
+            dweight = torch.view_as_real(d_wc).permute(1, 2, 0, 3).contiguous()  # (H, W//2+1, C, 2)
+            del d_wc
+        if ctx.needs_input_grad[0]:
+            holder = [g_f.mul_(wc.conj())]  # G * conj(Wc), in place
+            del g_f
+            dx = _irfft2_consuming(holder, w)  # (B, C, H, W)
+        return dx, dweight
+
+
 @register_mixer(
     "gfnet",
     paper="Rao et al., Global Filter Networks for Image Classification, NeurIPS 2021",
@@ -37,7 +91,8 @@ class GlobalFilter(nn.Module):
 
     The learned complex filter ``complex_weight`` (size, size // 2 + 1, C, 2) (GFNet's layout and name) is resampled
     bilinearly to (H, W // 2 + 1) for other input sizes. The convolution is circular (GFNet's boundary). FFTs run in
-    fp32 under autocast (cuFFT has no half precision for sizes other than powers of two).
+    fp32 under autocast (cuFFT has no half precision for sizes other than powers of two). On the CPU the filter runs
+    through :class:`_GlobalFilterCPU` (same values, hand-written backward); other devices use autograd.
 
     Args:
         dim: channels C.
@@ -53,8 +108,15 @@ class GlobalFilter(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _, _, h, w = x.shape
         with fp32(x):
+            weight = resample_complex_weight(self.complex_weight, h, w // 2 + 1).float()  # (H, W//2+1, C, 2)
+            if x.device.type == "cpu":
+                if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+                    return _GlobalFilterCPU.apply(x.float(), weight).to(x.dtype)
+                # no autograd: the spectrum is a temporary, filtered in place
+                spec = [torch.fft.rfft2(x.float(), dim=(-2, -1), norm="ortho")]  # (B, C, H, W//2+1) complex
+                spec[0].mul_(torch.view_as_complex(weight.contiguous()).permute(2, 0, 1))  # (C, H, W//2+1) view
+                return _irfft2_consuming(spec, w).to(x.dtype)  # (B, C, H, W)
             spec = torch.fft.rfft2(x.float(), dim=(-2, -1), norm="ortho")  # (B, C, H, W//2+1) complex
-            weight = resample_complex_weight(self.complex_weight, h, w // 2 + 1).float()
             weight = torch.view_as_complex(weight.contiguous()).permute(2, 0, 1)  # (C, H, W//2+1)
             y = torch.fft.irfft2(spec * weight, s=(h, w), dim=(-2, -1), norm="ortho")  # (B, C, H, W)
         return y.to(x.dtype)

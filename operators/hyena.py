@@ -11,9 +11,18 @@ from sandbox.errors import OptionError, check_int, check_positive, is_int
 from sandbox.registry import register_mixer
 
 from ._common import InferenceCache, LayerNormCF, SizeCache, fp32, linear_cf
-from ._fft import fftconv1d
+from ._fft import fft_size, fftconv_on_grid, place_on_grid
 
-__all__ = ["Hyena1D", "HyenaMixer", "HyenaFilter", "Sin", "check_filter_size", "modulation_deltas", "sin_mlp"]
+__all__ = [
+    "Hyena1D",
+    "HyenaMixer",
+    "HyenaFilter",
+    "Sin",
+    "check_filter_size",
+    "modulation_deltas",
+    "sin_mlp",
+    "sin_mlp_cf",
+]
 
 # safari ExponentialModulation constants: |delta_c| = linspace(ln(target)/slow, ln(target)/fast, C) in [3.07, 15.35]
 _TARGET, _FAST_DECAY_PCT, _SLOW_DECAY_PCT = 1e-2, 0.3, 1.5
@@ -26,6 +35,108 @@ def sin_mlp(in_dim: int, width: int, out_dim: int, num_inner: int, sin_freq: flo
         layers += [nn.Linear(width, width), Sin(width, sin_freq)]
     layers.append(nn.Linear(width, out_dim, bias=False))
     return nn.Sequential(*layers)
+
+
+class _SinFn(torch.autograd.Function):
+    """``sin(a)`` whose backward writes ``cos(a) * grad`` into one new buffer (autograd's ``grad * a.cos()`` makes
+    two): the filter MLP's activations are as large as the kernel."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor) -> Tensor:
+        ctx.save_for_backward(a)
+        return torch.sin(a)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (a,) = ctx.saved_tensors
+        return torch.cos(a).mul_(grad)
+
+
+def sin_mlp_cf(mlp: nn.Sequential, z: Tensor) -> Tensor:
+    """Apply a :func:`sin_mlp` to features stored channels-first: z (E, N) -> (out_dim, N), the same values as
+    ``mlp(z.t()).t()`` up to float rounding.
+
+    Each Linear is one GEMM ``W @ a`` (+ bias) on (width, N) activations, so neither the positional features nor the
+    filter are ever transposed (the filter comes out in the (C, taps) layout the FFT convolution needs). The Sin
+    frequency is folded into the Linear before it, ``sin(f * (W a + b)) = sin((f W) a + f b)``, so that each hidden
+    layer makes two passes over its (W, N) activations (GEMM, sin) instead of three forward, and two instead of
+    five backward (cos, product; the frequency's gradient comes through the small (W, in) scaled weights). The
+    module's parameters and state_dict are unchanged.
+    """
+    layers = list(mlp)
+    a = z
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        w = layer.weight.to(a.dtype)  # (out, in)
+        b = layer.bias.to(a.dtype) if layer.bias is not None else None  # (out,)
+        sin = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], Sin) else None
+        if sin is not None:
+            freq = sin.freq.to(a.dtype).view(-1)  # (out,)
+            w, b = w * freq[:, None], (b * freq if b is not None else None)
+        a = torch.mm(w, a) if b is None else torch.addmm(b[:, None], w, a)  # (out, N)
+        if sin is not None:
+            a = _SinFn.apply(a)
+        i += 2 if sin is not None else 1
+    return a  # (out_dim, N)
+
+
+def _short_conv_ranges(length: int, taps: int, padding: int):
+    """(tap t, offset o = t - p, first output lo, end output hi) for the taps of a short convolution: output l reads
+    input l + o, and [lo, hi) are the outputs whose input lies inside [0, L)."""
+    for t in range(taps):
+        o = t - padding
+        lo, hi = max(0, -o), min(length, length - o)
+        yield t, o, lo, max(lo, hi)
+
+
+class _ShortConv1d(torch.autograd.Function):
+    """Depthwise Conv1d (groups = channels, stride 1) cropped to the input length, computed tap by tap.
+
+    y[..., c, l] = bias_c + sum_t w[c, t] x[..., c, l + t - p] for l in [0, L) (x zero outside [0, L)); p = k // 2 is
+    the centred short filter, p = k - 1 the causal one (``nn.Conv1d(padding=k - 1)`` with the look-ahead outputs
+    dropped). Each tap is one fused multiply-add of a shifted slice, forward and backward::
+
+        dx[..., l + t - p] += w[c, t] g[..., l],   dw[c, t] = sum g[..., l] x[..., l + t - p],   dbias_c = sum g
+
+    PyTorch's CPU depthwise Conv1d with 3 taps took several times as long as these k + 1 passes over memory, forward
+    and (more so) backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        w = weight[:, 0]  # (C, k)
+        y = bias[:, None].expand_as(x).clone() if bias is not None else torch.zeros_like(x)  # (B, C, L)
+        for t, o, lo, hi in _short_conv_ranges(x.shape[-1], w.shape[-1], padding):
+            y[..., lo:hi].addcmul_(x[..., lo + o : hi + o], w[:, t, None])
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors  # (B, C, L), (C, 1, k)
+        w = weight[:, 0]  # (C, k)
+        dx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        dw = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        for t, o, lo, hi in _short_conv_ranges(x.shape[-1], w.shape[-1], ctx.padding):
+            g_t, x_t = grad[..., lo:hi], x[..., lo + o : hi + o]  # (B, C, n) each
+            if dx is not None:
+                dx[..., lo + o : hi + o].addcmul_(g_t, w[:, t, None])
+            if dw is not None:
+                dw[:, t] = torch.einsum("bcn,bcn->c", g_t, x_t)  # batched dot products
+        dbias = grad.sum((0, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw.view_as(weight) if dw is not None else None, dbias, None
+
+
+def short_conv1d(x: Tensor, conv: nn.Conv1d) -> Tensor:
+    """``conv(x)[..., :L]`` for a depthwise ``nn.Conv1d`` (the Hyena short filter) on (B, C, L): on CPU through
+    :class:`_ShortConv1d` (same values, faster), elsewhere and under autocast the module itself."""
+    if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+        return _ShortConv1d.apply(x, conv.weight, conv.bias, conv.padding[0])
+    return conv(x)[..., : x.shape[-1]]
 
 
 def check_filter_size(value, centred: bool) -> None:
@@ -70,8 +181,10 @@ class HyenaFilter(nn.Module):
     - window: h <- h * exp(-d * |delta_c|), d = t (causal) or 1 - tent (centred), fixed safari deltas, shift 0.
 
     Only the taps that can reach an output are evaluated (the first min(n, L) causal, offsets up to
-    min(n // 2, L - 1) centred). z and the window depend only on the size, so they are cached per
-    (grid, taps, device), never stored: the state_dict holds ``implicit_filter.*`` and ``bias`` (D, randn init).
+    min(n // 2, L - 1) centred), channels-first (:func:`sin_mlp_cf`), and the window is applied while the filter is
+    placed on the FFT grid (:func:`operators._fft.place_on_grid`). z and the window depend only on the size, so they
+    are cached per (grid, taps, device), never stored: the state_dict holds ``implicit_filter.*`` and ``bias`` (D,
+    randn init).
     Deviations from safari: z is derived instead of a trainable Parameter at a fixed ``l_max`` (so any length works),
     and each Sin layer has its own ``freq`` (as HyenaPixel; standalone safari shares one).
 
@@ -130,12 +243,12 @@ class HyenaFilter(nn.Module):
         return m, t, t
 
     def _features(self, n: int, start: int, taps: int, device: torch.device) -> Tensor:
-        """Positional features z (taps, E) float32: [s, cos(f_b w), -sin(f_b w)], w = 2 pi m / n."""
+        """Positional features z (E, taps) float32, channels-first: [s, cos(f_b w), -sin(f_b w)], w = 2 pi m / n."""
         m, first, _ = self._time(n, start, taps, device)
         bands = (self.emb_dim - 1) // 2
         f = torch.linspace(1e-4, bands - 1, bands, device=device)  # (bands,)
-        phase = (2 * math.pi / n) * m[:, None] * f[None, :]  # (taps, bands)
-        return torch.cat([first[:, None], phase.cos(), -phase.sin()], dim=1)  # (taps, E)
+        phase = (2 * math.pi / n) * f[:, None] * m[None, :]  # (bands, taps)
+        return torch.cat([first[None, :], phase.cos(), -phase.sin()], dim=0)  # (E, taps)
 
     def _window(self, n: int, start: int, taps: int, device: torch.device) -> Tensor:
         """Exponential window exp(-d |delta_c|), (C, taps) float32."""
@@ -146,21 +259,38 @@ class HyenaFilter(nn.Module):
         """The filter (C, taps) in float32 for a sequence of ``length`` (tap 0 = lag 0 causal; centre = offset 0)."""
         n, start, taps = self.grid(length)
         key = (n, start, taps, device, torch.float32)
-        z = self._cache.get(("z",) + key, lambda: self._features(n, start, taps, device))  # (taps, E)
+        z = self._cache.get(("z",) + key, lambda: self._features(n, start, taps, device))  # (E, taps)
         window = self._cache.get(("window",) + key, lambda: self._window(n, start, taps, device))  # (C, taps)
         with fp32(z):
-            h = self.implicit_filter(z)  # (taps, C)
-            return h.t() * window  # (C, taps)
+            return sin_mlp_cf(self.implicit_filter, z) * window  # (C, taps)
+
+    def fft_grid(self, length: int) -> tuple[int, int]:
+        """(FFT size s, index of the offset-0 tap) of the convolution with the kernel for a sequence of ``length``:
+        the full linear convolution fits (causal); the kept window fits and the wrapped tail lands before it
+        (centred, as :func:`operators._fft.centred_grid`)."""
+        _, _, taps = self.grid(length)
+        if self.centred:
+            return fft_size(max(length + taps - 1 - taps // 2, taps // 2 + length)), taps // 2
+        return fft_size(length + taps - 1), 0
+
+    def kernel_on_grid(self, length: int, device: torch.device) -> Tensor:
+        """The filter placed on the FFT grid (C, s), float32, with the window applied while placing (one pass)."""
+        n, start, taps = self.grid(length)
+        key = (n, start, taps, device, torch.float32)
+        z = self._cache.get(("z",) + key, lambda: self._features(n, start, taps, device))  # (E, taps)
+        window = self._cache.get(("window",) + key, lambda: self._window(n, start, taps, device))  # (C, taps)
+        s, offset = self.fft_grid(length)
+        with fp32(z):
+            return place_on_grid(sin_mlp_cf(self.implicit_filter, z), (s,), (offset,), scale=window)  # (C, s)
 
     def forward(self, u: Tensor) -> Tensor:
-        """In inference (eval mode, no gradients) the filter is made once per length and reused until a parameter
-        changes, as it depends on nothing else."""
+        """In inference (eval mode, no gradients) the placed filter is made once per length and reused until a
+        parameter changes, as it depends on nothing else."""
         with fp32(u):
             u = u.float()  # (B, C, L)
             length, device = u.shape[-1], u.device
-            h = self._inference.get(self, (length, str(device)), lambda: self.kernel(length, device))  # (C, taps)
-            mode = "centred" if self.centred else "causal"
-            return fftconv1d(u, h, mode) + u * self.bias.float()[:, None]  # (B, C, L)
+            k = self._inference.get(self, (length, str(device)), lambda: self.kernel_on_grid(length, device))  # (C, s)
+            return fftconv_on_grid(u, k, self.bias)  # (B, C, L): h * u + D u
 
 
 class Hyena1D(nn.Module):
@@ -199,7 +329,7 @@ class Hyena1D(nn.Module):
         b, c, h, w = x.shape
         u = linear_cf(x, self.in_proj)  # (B, 3C, H, W)
         u = u.reshape(b, 3 * c, h * w)  # (B, 3C, L), raster order
-        u = self.short_filter(u)[..., : h * w]  # (B, 3C, L); causal: drops the k - 1 look-ahead outputs
+        u = short_conv1d(u, self.short_filter)  # (B, 3C, L); causal: drops the k - 1 look-ahead outputs
         x0, x1, v = u.chunk(3, dim=1)  # (B, C, L) each
         v = x1 * v
         if self.use_layernorm:

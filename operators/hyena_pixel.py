@@ -11,12 +11,64 @@ from sandbox.errors import OptionError, check_int, check_positive
 from sandbox.registry import register_mixer
 
 from ._common import DepthwiseConv2d, InferenceCache, LayerNormCF, SizeCache, fp32, linear_cf
-from ._fft import fftconv2d
-from .hyena import check_filter_size, modulation_deltas, sin_mlp
+from ._fft import _wrapped_blocks, centred_grid, fftconv_on_grid, new_grid, take_taps
+from .hyena import check_filter_size, modulation_deltas, sin_mlp, sin_mlp_cf
 
 __all__ = ["HyenaPixelMixer", "HyenaPixelFilter"]
 
 _GLOBAL_DECAY_SCALE = 128.0  # pixels; ~2x the side of a 64 px training crop, as the official K ~ 2x the map side
+
+
+def pointwise_cf(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """A 1 x 1 ``nn.Conv2d`` applied as one batched GEMM over the pixels (see :func:`operators._common.linear_cf`;
+    PyTorch's CPU 1 x 1 convolution takes the slower im2col path, forward and backward); other devices and autocast
+    keep ``conv`` itself, so the module, its parameters and state_dict keys are unchanged."""
+    if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        return conv(x)
+    b, c, h, w = x.shape
+    weight = conv.weight.view(conv.out_channels, c).expand(b, -1, -1)  # (B, C_out, C_in)
+    flat = x.reshape(b, c, h * w)  # (B, C_in, H W)
+    y = torch.bmm(weight, flat) if conv.bias is None else torch.baddbmm(conv.bias[:, None], weight, flat)
+    return y.view(b, -1, h, w)  # (B, C_out, H, W)
+
+
+class _ModulatedKernelOnGrid(torch.autograd.Function):
+    """k_grid = the decayed kernel ``h * (exp(-r rate_c) + shift_c)`` placed on the periodic FFT grid, in one pass.
+
+    h is the MLP output (C, Ny, Nx), r the distance map (Ny, Nx), rate and shift (C,); the result is (C, *s) with
+    tap (a, b) at ((a - start_y) mod s_y, (b - start_x) mod s_x) and zeros elsewhere (input of
+    :func:`operators._fft.fftconv_on_grid`). Autograd through the composite (mul, exp, add, mul, placement) keeps
+    several kernel-sized temporaries and makes about twice as many passes; the kernel is as large as 4 images for a
+    global filter. With e = exp(-r rate) (saved) and dk the gradient taken back out of the grid, the backward is::
+
+        dh = dk * (e + shift),   dshift_c = sum(dk * h)_c,   drate_c = -sum(dk * h * e * r)_c   (a GEMV over taps)
+
+    Kernel-sized buffers are few (e saved, dk and dh in the backward; the rest is in place): on the development VM the
+    first touch of a fresh kernel-sized buffer (page faults) costs more than a pass over it.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, dist: Tensor, rate: Tensor, shift: Tensor, s: tuple, start: tuple) -> Tensor:
+        decay = torch.mul(dist, -rate[:, None, None]).exp_()  # e (C, Ny, Nx)
+        shift_b = shift[:, None, None]  # (C, 1, 1)
+        grid = new_grid(h, s, start)  # (C, *s), gaps zeroed
+        for src, dst in _wrapped_blocks(tuple(h.shape[1:]), s, start):
+            torch.add(decay[src], shift_b, out=grid[dst]).mul_(h[src])
+        ctx.save_for_backward(h, dist, shift, decay)
+        ctx.start = start
+        return grid
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        h, dist, shift, decay = ctx.saved_tensors
+        c = h.shape[0]
+        dk = take_taps(grad, tuple(h.shape[1:]), ctx.start)  # (C, Ny, Nx), a new tensor (start > 0)
+        dh = (dk * decay).addcmul_(dk, shift[:, None, None]) if ctx.needs_input_grad[0] else None
+        dkh = dk.mul_(h)  # dk * h, in place
+        dshift = dkh.sum((1, 2)) if ctx.needs_input_grad[3] else None
+        drate = -torch.mv(dkh.mul_(decay).view(c, -1), dist.reshape(-1)) if ctx.needs_input_grad[2] else None
+        return dh, None, drate, dshift, None, None
 
 
 class HyenaPixelFilter(nn.Module):
@@ -36,7 +88,9 @@ class HyenaPixelFilter(nn.Module):
       by their K: ours = official * decay_scale.
 
     Offsets reach +-(H - 1, W - 1) for ``filter_size="global"`` (every pixel sees every other) and
-    +-min(K // 2, H - 1 or W - 1) for an odd K; only the offsets that can reach an output are evaluated. Because
+    +-min(K // 2, H - 1 or W - 1) for an odd K; only the offsets that can reach an output are evaluated, by the MLP
+    in channels-first layout (:func:`operators.hyena.sin_mlp_cf`), and the decay is applied while the kernel is
+    placed on the FFT grid (:class:`_ModulatedKernelOnGrid`). Because
     the features and the decay depend on the offset alone (not on the grid or the image size), one pixel offset
     gets the same filter value at every size, e.g. on 64 x 64 training crops and 481 x 321 test images.
 
@@ -135,23 +189,42 @@ class HyenaPixelFilter(nn.Module):
         dx = torch.arange(-rx, rx + 1, device=device, dtype=torch.float32)
         return torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)  # (Ny, Nx)
 
-    def kernel(self, height: int, width: int, device: torch.device) -> Tensor:
-        """The kernel (C, 2ry + 1, 2rx + 1) in float32 for an H x W input; its centre is offset (0, 0)."""
-        ry, rx = self.reach(height, width)
-        r = self._cache.get(("distance", ry, rx, device, torch.float32), lambda: self._distance(ry, rx, device))
+    def _mlp_input(self, ry: int, rx: int, device: torch.device) -> Tensor:
+        """Positional features of offsets [-ry, ry] x [-rx, rx], channels-first (E, Ny * Nx) float32."""
         if self.learned_pos:
             c = self.filter_size // 2
             z = self.z[0, :, c - ry : c + ry + 1, c - rx : c + rx + 1]  # (E, Ny, Nx), centre crop
-            # a copy, not a view: a view of a Parameter made under no_grad claims requires_grad without a grad_fn,
-            # which breaks module hooks (FlopCounterMode's module tracker)
-            z = z.reshape(self.emb_dim, -1).t().contiguous()  # (Ny * Nx, E)
-        else:
-            z = self._cache.get(("pe2d", ry, rx, device, torch.float32), lambda: self._features(ry, rx, device))
+            # a copy, not a view, for a crop: a view of a Parameter made under no_grad claims requires_grad without a
+            # grad_fn, which breaks module hooks (FlopCounterMode's module tracker)
+            return z.reshape(self.emb_dim, -1) if ry == rx == c else z.contiguous().view(self.emb_dim, -1)
+        key = ("pe2d", ry, rx, device, torch.float32)
+        return self._cache.get(key, lambda: self._features(ry, rx, device).t().contiguous())  # (E, Ny * Nx)
+
+    def _rate_and_distance(self, ry: int, rx: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Decay rates |deltas| / decay_scale (C,) and the distance map (Ny, Nx), float32."""
+        r = self._cache.get(("distance", ry, rx, device, torch.float32), lambda: self._distance(ry, rx, device))
+        return self.deltas.float().abs().view(-1) / self.decay_scale, r
+
+    def kernel(self, height: int, width: int, device: torch.device) -> Tensor:
+        """The kernel (C, 2ry + 1, 2rx + 1) in float32 for an H x W input; its centre is offset (0, 0). The plain
+        composite of :meth:`kernel_on_grid` (which the forward uses), kept as its reference."""
+        ry, rx = self.reach(height, width)
+        z = self._mlp_input(ry, rx, device)  # (E, Ny * Nx)
         with fp32(z):
-            k = self.implicit_filter(z.float())  # (Ny * Nx, C)
-            k = k.t().reshape(self.channels, 2 * ry + 1, 2 * rx + 1)  # (C, Ny, Nx)
-            decay = torch.exp(-r[None] * self.deltas.float().abs().view(-1, 1, 1) / self.decay_scale)  # (C, Ny, Nx)
+            k = sin_mlp_cf(self.implicit_filter, z.float()).view(self.channels, 2 * ry + 1, 2 * rx + 1)  # (C, Ny, Nx)
+            rate, r = self._rate_and_distance(ry, rx, device)
+            decay = torch.exp(-r[None] * rate.view(-1, 1, 1))  # (C, Ny, Nx)
             return k * (decay + self.shift.float().view(-1, 1, 1))
+
+    def kernel_on_grid(self, height: int, width: int, device: torch.device) -> Tensor:
+        """:meth:`kernel` placed on the FFT grid for H x W, (C, *s) float32 (:class:`_ModulatedKernelOnGrid`)."""
+        ry, rx = self.reach(height, width)
+        z = self._mlp_input(ry, rx, device)  # (E, Ny * Nx)
+        with fp32(z):
+            k = sin_mlp_cf(self.implicit_filter, z.float()).view(self.channels, 2 * ry + 1, 2 * rx + 1)  # (C, Ny, Nx)
+            rate, r = self._rate_and_distance(ry, rx, device)
+            s, start = centred_grid((height, width), (2 * ry + 1, 2 * rx + 1))
+            return _ModulatedKernelOnGrid.apply(k, r, rate, self.shift.float().view(-1), s, start)
 
     def forward(self, u: Tensor) -> Tensor:
         """The kernel depends on the parameters and the size only: in inference (eval mode, no gradients) it is made
@@ -159,8 +232,8 @@ class HyenaPixelFilter(nn.Module):
         with fp32(u):
             u = u.float()  # (B, C, H, W)
             h, w, device = u.shape[-2], u.shape[-1], u.device
-            k = self._inference.get(self, (h, w, str(device)), lambda: self.kernel(h, w, device))  # (C, Ny, Nx)
-            return fftconv2d(u, k) + u * self.bias.float()  # (B, C, H, W)
+            k = self._inference.get(self, (h, w, str(device)), lambda: self.kernel_on_grid(h, w, device))  # (C, *s)
+            return fftconv_on_grid(u, k, self.bias)  # (B, C, H, W): k * u + D u
 
 
 @register_mixer(
@@ -232,7 +305,7 @@ class HyenaPixelMixer(nn.Module):
             self.out_proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        u = self.depthwise_conv(self.pointwise_conv(x))  # (B, 3C, H, W)
+        u = self.depthwise_conv(pointwise_cf(x, self.pointwise_conv))  # (B, 3C, H, W)
         q, k, v = u.chunk(3, dim=1)  # (B, C, H, W) each
         with fp32(x):
             qk = q.float() * k.float()  # (B, C, H, W)
@@ -242,4 +315,4 @@ class HyenaPixelMixer(nn.Module):
         y = v * y.to(v.dtype)
         if self.use_layernorm:
             return linear_cf(self.out_norm(y), self.out_proj)
-        return self.out_proj(y)
+        return pointwise_cf(y, self.out_proj)

@@ -3,6 +3,8 @@ filters, bf16 autocast and the mixer contract for ``hyena``, ``hyena_bi`` and ``
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -166,6 +168,116 @@ def test_fft_helpers_compute_in_fp32_under_bf16_autocast():
         y1 = fftconv1d(u.flatten(-2), k[:, 0], "centred")
     assert y2.dtype == y1.dtype == torch.float32
     torch.testing.assert_close(y2.double(), _direct_2d(u.float(), k), atol=1e-5, rtol=1e-5)
+
+
+def test_fftconv_scipy_path_matches_direct(monkeypatch):
+    """The scipy.fft branch (large 2D grids on the CPU), forced for small grids: values and gradients."""
+    import operators._fft as fft_mod
+
+    monkeypatch.setattr(fft_mod, "_SCIPY_MIN_GRID_2D", 1)
+    u, k, g = _randn(2, 3, 7, 9, seed=1), _randn(3, 13, 5, seed=2), _randn(2, 3, 7, 9, seed=3)
+    assert fft_mod._use_scipy(u, (8, 9))
+    torch.testing.assert_close(fftconv2d(u, k).double(), _direct_2d(u, k), atol=1e-5, rtol=1e-5)
+    for got, ref in zip(_grads(fftconv2d, u, k, g), _grads(_direct_2d, u.double(), k.double(), g.double())):
+        torch.testing.assert_close(got.double(), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scipy_path", [False, True])
+@pytest.mark.parametrize("u_shape,s", [((2, 3, 6), (11,)), ((3, 5), (8,)), ((2, 3, 4, 5), (7, 9))])
+def test_cropped_fft_conv_with_skip_gradcheck(monkeypatch, scipy_path, u_shape, s):
+    """The FFT convolution on a placed kernel with the skip term folded in (``fftconv_on_grid``), float64 gradcheck
+    of its hand-written backward (u, grid kernel, skip), on both FFT back ends."""
+    import operators._fft as fft_mod
+
+    if scipy_path:
+        monkeypatch.setattr(fft_mod, "_SCIPY_MIN_GRID_2D", 1)
+        monkeypatch.setattr(fft_mod, "_use_scipy", lambda x, s: x.device.type == "cpu")
+    c = u_shape[-len(s) - 1]
+    u = _randn(*u_shape, seed=1, dtype=torch.float64).requires_grad_()
+    k = _randn(c, *s, seed=2, dtype=torch.float64).requires_grad_()
+    d = _randn(c, seed=3, dtype=torch.float64).requires_grad_()
+    conv = fft_mod._CroppedFFTConv.apply
+    assert torch.autograd.gradcheck(lambda u, k, d: conv(u, k, d), (u, k, d))
+    assert torch.autograd.gradcheck(lambda u, k: conv(u, k, None), (u, k))
+    # the value: circular convolution on the grid, cropped, plus D u
+    padded = F.pad(u, [p for n, m in zip(reversed(s), reversed(u_shape)) for p in (0, n - m)])
+    dims = tuple(range(-len(s), 0))
+    circ = torch.fft.irfftn(torch.fft.rfftn(padded, dim=dims) * torch.fft.rfftn(k, dim=dims), s=s, dim=dims)
+    ref = circ[(..., *(slice(0, m) for m in u_shape[-len(s) :]))] + d.view(-1, *([1] * len(s))) * u
+    torch.testing.assert_close(conv(u, k, d), ref, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("taps,s,start", [((5,), (8,), (2,)), ((4,), (9,), (0,)), ((5, 3), (8, 6), (2, 1))])
+def test_place_on_grid_and_take_taps(taps, s, start):
+    """place_on_grid puts tap t at (t - start) mod s (times an optional constant scale), zeros elsewhere; its gradient
+    (float64 gradcheck) and take_taps are the inverse placement."""
+    from operators._fft import place_on_grid, take_taps
+
+    k = _randn(2, *taps, seed=1, dtype=torch.float64).requires_grad_()
+    scale = _randn(2, *taps, seed=2, dtype=torch.float64)
+    ref = torch.zeros(2, *s, dtype=torch.float64)
+    for idx in itertools.product(*(range(t) for t in taps)):
+        ref[(slice(None), *((i - a) % n for i, a, n in zip(idx, start, s)))] = (k * scale)[(slice(None), *idx)]
+    torch.testing.assert_close(place_on_grid(k, s, start, scale=scale), ref, atol=0, rtol=0)
+    torch.testing.assert_close(take_taps(place_on_grid(k, s, start), taps, start), k, atol=0, rtol=0)
+    assert torch.autograd.gradcheck(lambda k: place_on_grid(k, s, start, scale=scale), (k,))
+    assert torch.autograd.gradcheck(lambda k: place_on_grid(k, s, start), (k,))
+
+
+def test_modulated_kernel_on_grid_matches_composite():
+    """HyenaPixel's fused decay-and-place equals the plain composite kernel() placed on the grid; float64 gradcheck
+    of its backward (MLP output, rates, shift)."""
+    from operators._fft import centred_grid, place_on_grid
+    from operators.hyena_pixel import _ModulatedKernelOnGrid
+
+    torch.manual_seed(0)
+    for spec in ({}, {"filter_size": 5}, {"filter_size": 5, "learned_pos": True}):
+        pix = HyenaPixelMixer(4, **spec).long_conv
+        with torch.no_grad():
+            pix.shift.normal_()
+        s, start = centred_grid((6, 7), pix.kernel(6, 7, "cpu").shape[1:])
+        torch.testing.assert_close(
+            pix.kernel_on_grid(6, 7, "cpu"), place_on_grid(pix.kernel(6, 7, "cpu"), s, start), atol=1e-6, rtol=1e-6
+        )
+    h = _randn(3, 5, 3, seed=1, dtype=torch.float64).requires_grad_()
+    dist = _randn(5, 3, seed=2, dtype=torch.float64).abs()
+    rate = _randn(3, seed=3, dtype=torch.float64).abs().requires_grad_()
+    shift = _randn(3, seed=4, dtype=torch.float64).requires_grad_()
+    fn = lambda h, rate, shift: _ModulatedKernelOnGrid.apply(h, dist, rate, shift, (8, 4), (2, 1))  # noqa: E731
+    ref = place_on_grid(h * (torch.exp(-dist * rate[:, None, None]) + shift[:, None, None]), (8, 4), (2, 1))
+    torch.testing.assert_close(fn(h, rate, shift), ref)
+    assert torch.autograd.gradcheck(fn, (h, rate, shift))
+
+
+@pytest.mark.parametrize("taps,padding", [(3, 1), (3, 2), (5, 2), (4, 3), (1, 0), (7, 3)])
+def test_short_conv1d_matches_conv1d(taps, padding):
+    """The tap-by-tap depthwise short convolution equals nn.Conv1d cropped to L; float64 gradcheck of its backward."""
+    from operators.hyena import _ShortConv1d, short_conv1d
+
+    conv = torch.nn.Conv1d(4, 4, taps, padding=padding, groups=4).double()
+    x = _randn(2, 4, 6, seed=1, dtype=torch.float64).requires_grad_()
+    torch.testing.assert_close(short_conv1d(x, conv), conv(x)[..., :6])
+    fn = lambda x, w, b: _ShortConv1d.apply(x, w, b, padding)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, conv.weight, conv.bias))
+    assert torch.autograd.gradcheck(lambda x, w: _ShortConv1d.apply(x, w, None, padding), (x, conv.weight))
+
+
+def test_sin_mlp_cf_matches_the_module():
+    """The channels-first filter MLP (frequencies folded into the Linears) gives the module's values and gradients."""
+    from operators.hyena import sin_mlp, sin_mlp_cf
+
+    torch.manual_seed(0)
+    mlp = sin_mlp(5, 8, 3, 2, 1.0).double()
+    for layer in mlp:
+        if hasattr(layer, "freq"):
+            layer.freq.data.uniform_(0.5, 2.0)
+    z = _randn(5, 11, seed=1, dtype=torch.float64)
+    g = _randn(3, 11, seed=2, dtype=torch.float64)
+    got = torch.autograd.grad(sin_mlp_cf(mlp, z), list(mlp.parameters()), g)
+    ref = torch.autograd.grad(mlp(z.t()).t(), list(mlp.parameters()), g)
+    torch.testing.assert_close(sin_mlp_cf(mlp, z), mlp(z.t()).t())
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
 
 
 # ------------------------------------------------------------------------------------------------ filter modules
@@ -459,8 +571,8 @@ def test_inference_reuses_the_kernel_until_a_parameter_changes(name):
     with torch.no_grad():
         y0 = m(x)
         calls = []
-        real = f.kernel
-        f.kernel = lambda *a: calls.append(a) or real(*a)  # count kernel builds
+        real = f.kernel_on_grid
+        f.kernel_on_grid = lambda *a: calls.append(a) or real(*a)  # count kernel builds
         torch.testing.assert_close(m(x), y0, rtol=0, atol=0)
         torch.testing.assert_close(m(x), y0, rtol=0, atol=0)
         assert calls == [], "the cached kernel is reused"
