@@ -991,6 +991,7 @@ def cmd_archs(args: argparse.Namespace) -> int:
 OFFICIAL_COLUMNS = [
     "kind", "pair", "official", "size", "threads", "device", "mode", "official_ms", "ours_ms", "ratio",
     "ratio_q25", "ratio_q75", "rounds", "official_peak_mb", "ours_peak_mb", "max_abs_diff", "grad_max_abs_diff",
+    "status",
 ]  # fmt: skip
 PAIR_MODES = {  # mode -> (what the table calls it, module in train mode, gradients)
     "fwd": ("forward (eval, no_grad)", False, False),
@@ -1099,8 +1100,13 @@ def _differences(off, ours, x_cf: torch.Tensor, g_cf: torch.Tensor, grads: bool)
     return diff, (gx[0] - gx[1]).abs().max().item()
 
 
-def bench_official_pair(pair, root: Path, size: int, args, device) -> list[dict[str, Any]]:
-    """Every mode of one pair (or network) at one size and the current thread count: rows of OFFICIAL_COLUMNS."""
+def bench_official_pair(pair, root: Path, size: int, args, device, guard: Guard | None = None) -> list[dict[str, Any]]:
+    """Every mode of one pair (or network) at one size and the current thread count: rows of OFFICIAL_COLUMNS.
+
+    ``guard`` (one per pair and thread count, sizes ascending) skips a mode whose peak memory, predicted from the
+    previous size (memory ~ pixels, 1.5x margin), exceeds ``--max-memory-gb``: its row says ``n/a (reason)``.
+    """
+    guard = guard or Guard(math.inf, 1 << 62)
     is_net = pair.name in _official().NETS
     torch.manual_seed(0)
     off, ours = pair.build(root, args.dim, size)
@@ -1120,6 +1126,11 @@ def bench_official_pair(pair, root: Path, size: int, args, device) -> list[dict[
         diff, gdiff = _differences(off, ours, x, g, grads=not is_net)
     rows = []
     for mode in NET_MODES if is_net else PAIR_MODES:
+        try:
+            guard.check(mode, size * size)
+        except CellSkipped as e:
+            rows.append(dict(base, mode=mode, status=f"n/a ({e})", max_abs_diff=diff, grad_max_abs_diff=gdiff))
+            continue
         if is_net:
             opts = [torch.optim.Adam(s.module.parameters(), lr=1e-4) for s in (off, ours)]
             fns = [_net_calls(s, x, g.sigmoid(), mode, o) for s, o in zip((off, ours), opts)]
@@ -1128,6 +1139,8 @@ def bench_official_pair(pair, root: Path, size: int, args, device) -> list[dict[
         t_off, t_ours = interleaved(fns, device, args.rounds, args.warmup, args.clock)
         ratio, q25, q75 = ratio_summary(t_off, t_ours)
         peaks = [peak_memory(fn, device) for fn in fns] if mode in MEMORY_MODES else [None, None]
+        peak = max(peaks) if mode in MEMORY_MODES else None
+        guard.record(mode, size * size, Phase(statistics.median(t_ours), peak))
         rows.append(
             dict(
                 base,
@@ -1151,6 +1164,8 @@ def bench_official_pair(pair, root: Path, size: int, args, device) -> list[dict[
 
 
 def _fmt_ratio(row: dict[str, Any]) -> str:
+    if row.get("status"):
+        return row["status"]
     return f"{row['ratio']:.2f} [{row['ratio_q25']:.2f}, {row['ratio_q75']:.2f}]"
 
 
@@ -1192,7 +1207,7 @@ def official_markdown(rows: Sequence[dict[str, Any]], pairs, args, device) -> st
                     row += [_fmt_diff(first["grad_max_abs_diff"])] if kind == "mixer" else []
                     row += [_fmt_ratio(cell[m]) for m in modes]
                     mem = cell[mem_mode]
-                    row.append(f"{fmt_mb(_mb(mem['official_peak_mb']))} / {fmt_mb(_mb(mem['ours_peak_mb']))}")
+                    row.append(f"{fmt_mb(_mb(mem.get('official_peak_mb')))} / {fmt_mb(_mb(mem.get('ours_peak_mb')))}")
                     table.append(row)
             label = f"{t} thread{'s' if t != 1 else ''}" if t != "" else str(device)
             lines += ["", f"## {title}, {label}", "", markdown_table(header, table)]
@@ -1214,7 +1229,7 @@ def official_targets(rows: Sequence[dict[str, Any]]) -> list[str]:
     out = []
     for name, targets in OFFICIAL_TARGETS.items():
         for mode, target in targets.items():
-            cells = [r for r in rows if r["pair"] == name and r["mode"] == mode]
+            cells = [r for r in rows if r["pair"] == name and r["mode"] == mode and r.get("ratio") is not None]
             if not cells:
                 continue
             worst = min(cells, key=lambda r: r["ratio"])
@@ -1225,7 +1240,7 @@ def official_targets(rows: Sequence[dict[str, Any]]) -> list[str]:
                 f"{worst['threads']} thread(s))"
             )
     for r in rows:
-        if r["mode"] in MEMORY_MODES and r["ours_peak_mb"] is not None and r["official_peak_mb"] is not None:
+        if r["mode"] in MEMORY_MODES and r.get("ours_peak_mb") is not None and r.get("official_peak_mb") is not None:
             if r["ours_peak_mb"] > r["official_peak_mb"]:
                 out.append(
                     f"- {r['pair']} peak memory at {r['size']} px, {r['threads']} thread(s): ours "
@@ -1286,12 +1301,15 @@ def cmd_official(args: argparse.Namespace) -> int:
     bar = _progress(len(cells), "official")
     rows: list[dict[str, Any]] = []
     saved = torch.get_num_threads()
+    max_bytes = int((args.max_memory_gb or available_memory(device) / 2**30) * 2**30)
+    guards: dict[tuple[str, int], Guard] = {}
     try:
         for pair, size, t in cells:
             bar.set_postfix_str(f"{pair.name} {size} px, {t} thread(s)")
             if device.type == "cpu":
                 torch.set_num_threads(t)
-            rows += bench_official_pair(pair, root, size, args, device)
+            guard = guards.setdefault((pair.name, t), Guard(math.inf, max_bytes))
+            rows += bench_official_pair(pair, root, size, args, device, guard)
             bar.update(1)
     finally:
         bar.close()
@@ -1377,6 +1395,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per side before timing (default 2)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall clock (default) or process CPU time")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available; $SANDBOX_DEVICE)")
+    p.add_argument(
+        "--max-memory-gb", type=float, default=None, help="skip a mode predicted to need more (default: 80%% of free)"
+    )
     p.add_argument("--out", default=None, help="output folder (default outputs/bench/official_<timestamp>)")
     p.set_defaults(fn=cmd_official)
     return ap.parse_args(argv)

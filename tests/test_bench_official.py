@@ -190,8 +190,8 @@ def test_interleaved_alternates_and_ratio_summary():
     assert ratio == 2.0 and q25 == 2.0 and q75 == 3.0
 
 
-def test_networks_path_times_inference_and_a_training_step(standins, tmp_path, monkeypatch):
-    """--nets with a stand-in pair of networks (two copies of one small network, so they are equivalent)."""
+def _tiny_net_pair(monkeypatch):
+    """A stand-in pair of networks: two copies of one small network, so they are equivalent."""
     from sandbox import build_arch
 
     def build(root, dim, size):
@@ -203,6 +203,10 @@ def test_networks_path_times_inference_and_a_training_step(standins, tmp_path, m
 
     pair = official.Pair("tinynet", "the same network", "GFNet", "tiny conv ir", "nothing", build)
     monkeypatch.setattr(official, "NETS", {"tinynet": pair})
+
+
+def test_networks_path_times_inference_and_a_training_step(standins, tmp_path, monkeypatch):
+    _tiny_net_pair(monkeypatch)
     out = tmp_path / "out"
     argv = ["official", "--official-dir", str(standins), "--pairs", "none", "--nets", "--net-sizes", "16", *FAST]
     assert bench.main([*argv, "--out", str(out)]) == 0
@@ -211,3 +215,16 @@ def test_networks_path_times_inference_and_a_training_step(standins, tmp_path, m
     assert all(r["kind"] == "network" and float(r["max_abs_diff"]) == 0.0 for r in rows)
     assert rows[1]["official_peak_mb"] != "" and rows[0]["official_peak_mb"] == ""
     assert "## Networks, 1 thread" in (out / "results.md").read_text()
+
+
+def test_a_mode_predicted_to_exceed_the_memory_limit_is_skipped(standins, tmp_path, monkeypatch):
+    """The training step's peak at 16 px, scaled to 32 px with the margin, exceeds a tiny limit: n/a, and the run
+    goes on (inference, which has no measured peak to predict from, still runs)."""
+    _tiny_net_pair(monkeypatch)
+    out = tmp_path / "out"
+    argv = ["official", "--official-dir", str(standins), "--pairs", "none", "--nets", "--net-sizes", "16,32", *FAST]
+    assert bench.main([*argv, "--max-memory-gb", "0.0001", "--out", str(out)]) == 0
+    rows = {(r["size"], r["mode"]): r for r in _rows(out / "results.csv")}
+    assert rows[("16", "train")]["status"] == "" and rows[("32", "infer")]["status"] == ""
+    assert rows[("32", "train")]["status"].startswith("n/a (predicted") and rows[("32", "train")]["ratio"] == ""
+    assert "n/a (predicted" in (out / "results.md").read_text()
