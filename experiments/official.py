@@ -330,7 +330,7 @@ PAIRS: dict[str, Pair] = {
             "hco(k_mode=predicted, embed_size=S)",
             "ours owns the frequency embedding (vHeat's stage passes it in; here a parameter of the official side), "
             "resamples it bicubically to the map (a no-op at embed_size = S) and picks the DCT path per size "
-            "(matrix below 96 px, FFT from 96 px); vHeat always multiplies by cosine matrices",
+            "(on CPU matrix below 160 px, FFT from 160 px); vHeat always multiplies by cosine matrices",
             _hco,
         ),
         Pair(

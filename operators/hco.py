@@ -599,8 +599,15 @@ class HeatConduction(nn.Module):
         with fp32(xz):
             decay = self.decay(h, w, x.device)  # (h, w) or (C, h, w), fp32
         norm = self.out_norm
-        v = _HeatNormGate.apply(xz, decay, norm.weight, norm.bias, norm.eps, path)  # LN(heat(x)) * SiLU(z)
+        v = _heat_norm_gate(xz, decay, norm.weight, norm.bias, norm.eps, path)  # LN(heat(x)) * SiLU(z)
         return linear_cf(v, self.out_linear)  # (B, C, H, W)
+
+
+@torch.compiler.disable
+def _heat_norm_gate(xz: Tensor, decay: Tensor, weight, bias, eps: float, path: str) -> Tensor:
+    """:class:`_HeatNormGate` outside ``torch.compile``'s graphs: dynamo cannot trace its in-place buffer reuse (it
+    stops with an aliasing error), so a compiled network breaks its graph here and runs the node eagerly."""
+    return _HeatNormGate.apply(xz, decay, weight, bias, eps, path)
 
 
 def share_frequency_embedding(stage: nn.Module, size: int = 64) -> FrequencyEmbedding | None:
