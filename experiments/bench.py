@@ -113,6 +113,23 @@ def _clock(name: str) -> Callable[[], float]:
     return time.process_time if name == "cpu" else time.perf_counter
 
 
+def _warm_up(
+    fn: Callable[[], Any], device: torch.device, warmup: int, now: Callable[[], float], max_seconds: float = math.inf
+) -> int:
+    """Run ``fn`` ``warmup`` times (at least once) untimed; return how many back-to-back calls fill a sample of
+    :data:`MIN_SAMPLE_SECONDS` (from the last call). :class:`CellSkipped` when a call exceeds ``max_seconds``."""
+    last = 0.0
+    for _ in range(max(1, warmup)):
+        _sync(device)
+        t0 = now()
+        fn()
+        _sync(device)
+        last = now() - t0
+        if last > max_seconds:
+            raise CellSkipped(f"one call took {last:.0f} s > --max-seconds {max_seconds:g}")
+    return int(min(MAX_CALLS_PER_SAMPLE, max(1, math.ceil(MIN_SAMPLE_SECONDS / max(last, 1e-9)))))
+
+
 def time_call(
     fn: Callable[[], Any],
     device: torch.device,
@@ -123,16 +140,7 @@ def time_call(
 ) -> float:
     """Median seconds per call of ``fn`` (see the module docstring); :class:`CellSkipped` past ``max_seconds``."""
     now = _clock(clock)
-    last = 0.0
-    for _ in range(max(1, warmup)):
-        _sync(device)
-        t0 = now()
-        fn()
-        _sync(device)
-        last = now() - t0
-        if last > max_seconds:
-            raise CellSkipped(f"one call took {last:.0f} s > --max-seconds {max_seconds:g}")
-    number = int(min(MAX_CALLS_PER_SAMPLE, max(1, math.ceil(MIN_SAMPLE_SECONDS / max(last, 1e-9)))))
+    number = _warm_up(fn, device, warmup, now, max_seconds)
     samples = []
     for _ in range(repeats):
         _sync(device)
@@ -1021,16 +1029,7 @@ def interleaved(
     (ABBA), so a slow drift of the machine's speed weighs on every function alike.
     """
     now = _clock(clock)
-    numbers = []
-    for fn in fns:
-        last = 0.0
-        for _ in range(max(1, warmup)):
-            _sync(device)
-            t0 = now()
-            fn()
-            _sync(device)
-            last = now() - t0
-        numbers.append(int(min(MAX_CALLS_PER_SAMPLE, max(1, math.ceil(MIN_SAMPLE_SECONDS / max(last, 1e-9))))))
+    numbers = [_warm_up(fn, device, warmup, now) for fn in fns]
     samples: list[list[float]] = [[] for _ in fns]
     for r in range(rounds):
         for i in range(len(fns)) if r % 2 == 0 else reversed(range(len(fns))):
