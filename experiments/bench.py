@@ -1074,9 +1074,12 @@ def _pair_calls(side, x_cf: torch.Tensor, g_cf: torch.Tensor, mode: str):
     return forward_backward
 
 
-def _net_calls(side, x: torch.Tensor, target: torch.Tensor, mode: str, opt):
+def _net_calls(side, x: torch.Tensor, target: torch.Tensor, mode: str):
+    """The call timed for one network in one mode: inference, or a training step with an Adam of its own."""
     side.module.train(mode == "train")
-    return _train_step(side.module, opt, x, target) if mode == "train" else _inference(side.module, x)
+    if mode != "train":
+        return _inference(side.module, x)
+    return _train_step(side.module, torch.optim.Adam(side.module.parameters(), lr=1e-4), x, target)
 
 
 def _differences(off, ours, x_cf: torch.Tensor, g_cf: torch.Tensor, grads: bool) -> tuple[float, float | None]:
@@ -1131,8 +1134,7 @@ def bench_official_pair(pair, root: Path, size: int, args, device, guard: Guard 
             rows.append(dict(base, mode=mode, status=f"n/a ({e})", max_abs_diff=diff, grad_max_abs_diff=gdiff))
             continue
         if is_net:
-            opts = [torch.optim.Adam(s.module.parameters(), lr=1e-4) for s in (off, ours)]
-            fns = [_net_calls(s, x, g.sigmoid(), mode, o) for s, o in zip((off, ours), opts)]
+            fns = [_net_calls(s, x, g.sigmoid(), mode) for s in (off, ours)]
         else:
             fns = [_pair_calls(s, x, g, mode) for s in (off, ours)]
         t_off, t_ours = interleaved(fns, device, args.rounds, args.warmup, args.clock)

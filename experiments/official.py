@@ -307,8 +307,7 @@ def _swinir_net(root: Path, dim: int, size: int) -> tuple[Side, Side]:
 
     official = _official_swinir(root, size)
     ours = swinir("paper", "denoise", 3, embed_dim=NET_WIDTH, depths=NET_DEPTHS, num_heads=NET_HEADS)
-    state = {k: v for k, v in official.state_dict().items() if not k.endswith(("attn_mask", "relative_position_index"))}
-    ours.load_state_dict(ours.checkpoint_filter_fn(state))
+    ours.load_state_dict(ours.checkpoint_filter_fn(official.state_dict()))  # drops SwinIR's size-specific buffers
     return Side(official), Side(ours)
 
 

@@ -416,15 +416,10 @@ class WindowAttention(nn.Module):
             x = F.pad(x, (0, wp - w, 0, hp - h))  # (B, C, Hp, Wp); content irrelevant (masked keys, cropped queries)
         tokens = to_windows(x, ws, s)  # (B, nW N, C): rolled by -s, window by window, row-major inside
         w_q, b_q, w_kv, b_proj = self._projections()
-        dt = tokens.dtype if not torch.is_autocast_enabled(tokens.device.type) else None
-        q = F.linear(tokens, _cast(w_q, dt), _cast(b_q, dt)).view(b * nw, n, c)  # (B nW, N, C), scaled
-        kv = F.linear(tokens, _cast(w_kv, dt)).view(b * nw, n, 2 * c)  # (B nW, N, 2C): k then v
+        q = F.linear(tokens, w_q, b_q).view(b * nw, n, c)  # (B nW, N, C), scaled
+        kv = F.linear(tokens, w_kv).view(b * nw, n, 2 * c)  # (B nW, N, 2C): k then v
         offset = self._logit_offset(h, w, q.dtype)  # (nH, N, N) or (nH, nW, N, N)
         out = window_attention(q, kv, offset, nh)  # (B nW, N, C), channels (nH, d)
-        out = F.linear(out.view(b, nw * n, c), _cast(self.proj.weight, dt), _cast(b_proj, dt))  # per token
+        out = F.linear(out.view(b, nw * n, c), self.proj.weight, b_proj)  # per token
         y = from_windows(out, ws, s, hp, wp)  # (B, C, Hp, Wp), rolled back
         return y if (hp, wp) == (h, w) else y[:, :, :h, :w]
-
-
-def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
-    return t if t is None or dtype is None else t.to(dtype)
