@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import glob
+import pickletools
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -20,28 +23,68 @@ from torch import Tensor, nn
 
 from .errors import SandboxError
 
-__all__ = ["load_checkpoint", "read_state_dict", "clean_state_dict", "save_atomic", "torch_load"]
+__all__ = [
+    "load_checkpoint",
+    "read_state_dict",
+    "clean_state_dict",
+    "save_atomic",
+    "remove_orphan_temps",
+    "torch_load",
+]
 
 CONTAINER_KEYS = ("params_ema", "params", "state_dict_ema", "model_ema", "state_dict", "model", "net")
 PREFIXES = ("module.", "_orig_mod.")
 
 
 def torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors for missing/unsafe files."""
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors: a missing file, a file that is
+    not a PyTorch checkpoint at all (random bytes, an image, text), a pickle that would run code, an unreadable one."""
     path = Path(path)
     if not path.is_file():
         raise SandboxError(f"checkpoint {str(path)!r} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except Exception as e:  # noqa: BLE001  (torch.load raises many types on foreign bytes; each becomes one line)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SandboxError(
-            f"checkpoint {str(path)!r} holds more than tensors and plain containers (a pickled module or class?), so "
-            f"it is refused: loading it would run code from the file ({first}). Re-save its state_dict."
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        foreign = _not_torch_file(path)
+        if foreign is not None:
+            raise SandboxError(
+                f"checkpoint {str(path)!r} is not a PyTorch checkpoint ({foreign}); expected a file written by "
+                "torch.save (.pth/.pt)"
+            ) from None
+        if isinstance(e, pickle.UnpicklingError):
+            raise SandboxError(
+                f"checkpoint {str(path)!r} holds more than tensors and plain containers (a pickled module or class?), "
+                f"so it is refused: loading it would run code from the file ({first}). Re-save its state_dict."
+            ) from None
         raise SandboxError(f"checkpoint {str(path)!r} could not be read as a torch file: {first}") from None
+
+
+def _not_torch_file(path: Path) -> str | None:
+    """Why ``path`` cannot be a PyTorch checkpoint, or None when it has the form of one: a zip archive holding a
+    ``data.pkl`` (torch.save's format) or a complete pickle stream (the legacy format, or a plain pickle).
+
+    The pickle stream is walked with :func:`pickletools.genops`, which decodes opcodes without executing any, so
+    random bytes are told apart from a pickle that ``weights_only`` refuses (that one keeps the unsafe-pickle message).
+    """
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "a damaged zip archive"
+        has_data = any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+        return None if has_data else "a zip archive without the data.pkl of torch.save"
+    try:
+        with open(path, "rb") as f:
+            for opcode, _, _ in pickletools.genops(f):
+                if opcode.name == "STOP":
+                    return None
+    except Exception:  # noqa: BLE001  (genops raises ValueError, struct.error, ... on bytes that are no opcodes)
+        pass
+    return "neither a torch zip archive nor a pickle stream"
 
 
 def clean_state_dict(state: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -132,11 +175,19 @@ def load_checkpoint(
     return model
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path`` (never half-written)."""
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path`` (never half-written).
+
+    The temporary file is ``.<name>.<random>.tmp`` beside ``path``; a process killed during the save leaves it
+    behind, and :func:`remove_orphan_temps` removes such leftovers (the engine calls it on every save and on resume).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -147,3 +198,17 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_orphan_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that interrupted :func:`save_atomic` calls for ``path`` left beside it; returns
+    them. Only for a target that no other process is saving right now (a run's checkpoints: one process per run)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for tmp in path.parent.glob(glob.escape(_temp_prefix(path)) + "*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
