@@ -69,6 +69,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from sandbox._alloc import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, markdown_table, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.errors import OptionError  # noqa: E402
 
@@ -1405,6 +1406,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     args = parse_args(argv)
     return args.fn(args)
 

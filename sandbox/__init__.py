@@ -5,9 +5,13 @@ Public API::
     from sandbox import build_mixer, list_mixers, mixer_info, register_mixer, load_plugins
     from sandbox import build_arch, list_archs, register_arch, load_checkpoint, count_params, count_macs
     from sandbox import build_task, list_tasks, register_task
+    from sandbox import enable_huge_pages  # entry scripts: first thing in main, before any tensor exists
+
+Importing the package changes no process-wide setting: the CPU allocator's huge pages are turned on by the entry
+scripts that call :func:`enable_huge_pages` (see ``sandbox/_alloc.py``).
 """
 
-from . import _alloc  # noqa: F401  (first: the allocator setting must precede any tensor allocation)
+from ._alloc import enable_huge_pages
 from .checkpoint import load_checkpoint, save_atomic
 from .complexity import count_macs, count_params
 from .errors import OptionError, SandboxError, UnknownNameError
@@ -39,6 +43,7 @@ __all__ = [
     "build_arch",
     "count_macs",
     "count_params",
+    "enable_huge_pages",
     "list_archs",
     "load_checkpoint",
     "register_arch",

@@ -1,5 +1,6 @@
 """Reference tests of the shared channels-first layers against their PyTorch definitions; the allocator setting."""
 
+import json
 import os
 import subprocess
 import sys
@@ -176,22 +177,39 @@ def test_linear_cf_matches_linear(bias):
 
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 HUGE_PAGES_PROBE = """
-import os, sandbox, torch
-x = torch.ones(64 << 18)  # 64 MB, allocated after importing sandbox
+import os, sys
+sys.path.insert(0, os.getcwd())
+import sandbox, torch, experiments.bench  # the imports of an entry script allocate no tensor
+from sandbox import enable_huge_pages
+on = enable_huge_pages()
+assert enable_huge_pages() == on  # idempotent
+x = torch.ones(64 << 18)  # 64 MB, the first allocation
 huge = [int(l.split()[1]) for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages')][0]
-print(os.environ['THP_MEM_ALLOC_ENABLE'], huge)
+print(os.environ['THP_MEM_ALLOC_ENABLE'], on, huge)
 """
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_importing_sandbox_leaves_the_environment_unchanged():
+    probe = (
+        "import json, os; before = dict(os.environ); import sandbox, sandbox.__main__; "
+        "sandbox.list_mixers(); sandbox.list_archs(); print(json.dumps([before, dict(os.environ)]))"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, cwd=ROOT)
+    before, after = json.loads(out.stdout.splitlines()[-1])
+    assert after == before
 
 
 @pytest.mark.skipif(
     not THP_MODE.exists() or "[never]" in THP_MODE.read_text(), reason="the kernel has no transparent huge pages"
 )
 @pytest.mark.parametrize("env,huge", [(None, True), ("0", False)])
-def test_importing_sandbox_backs_large_cpu_tensors_with_huge_pages(env, huge):
+def test_enable_huge_pages_backs_large_cpu_tensors_with_huge_pages(env, huge):
     environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     if env is not None:
         environ["THP_MEM_ALLOC_ENABLE"] = env
-    out = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE], env=environ, capture_output=True, text=True)
-    flag, kb = out.stdout.split()
-    assert flag == (env or "1")
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE], env=environ, capture_output=True, text=True, cwd=ROOT)
+    flag, on, kb = out.stdout.split()
+    assert flag == (env or "1") and on == str(huge)
     assert (int(kb) >= 32 * 1024) == huge, out.stdout
