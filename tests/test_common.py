@@ -209,7 +209,8 @@ def test_enable_huge_pages_backs_large_cpu_tensors_with_huge_pages(env, huge):
     environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     if env is not None:
         environ["THP_MEM_ALLOC_ENABLE"] = env
-    out = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE], env=environ, capture_output=True, text=True, cwd=ROOT)
+    probe = [sys.executable, "-c", HUGE_PAGES_PROBE]
+    out = subprocess.run(probe, env=environ, capture_output=True, text=True, cwd=ROOT)
     flag, on, kb = out.stdout.split()
     assert flag == (env or "1") and on == str(huge)
     assert (int(kb) >= 32 * 1024) == huge, out.stdout
