@@ -172,7 +172,7 @@ class _LayerNormCF(torch.autograd.Function):
     Autograd through the composite (mean, sub, pow, mean, rsqrt, mul, mul, add) keeps several full-size temporaries
     and makes about twice as many passes over memory, and the channel reductions are slow strided reductions; here
     they are batched GEMVs. Statistics and arithmetic run in fp32 for bf16/fp16 inputs; the output keeps the input's
-    dtype.
+    dtype. :func:`layer_norm_cf` uses it on CPU only.
     """
 
     @staticmethod
@@ -267,12 +267,37 @@ class DepthwiseConv2d(nn.Conv2d):
 
 
 def layer_norm_cf(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
-    """LayerNorm over the channel dim of a (B, C, H, W) tensor, without permuting (as ConvNeXt's LayerNorm2d)."""
-    return _LayerNormCF.apply(x, weight, bias, eps)
+    """LayerNorm over the channel dim of a (B, C, H, W) tensor (as ConvNeXt's LayerNorm2d); output in ``x.dtype``.
+
+    On CPU it is the hand-written autograd node :class:`_LayerNormCF` (channel statistics as batched GEMVs, no
+    permute). On every other device (CUDA, MPS, ...) it is :func:`layer_norm_cf_plain`: PyTorch's own kernel, fused
+    on CUDA, which the CPU node is not meant to replace.
+    """
+    if x.device.type == "cpu":
+        return _LayerNormCF.apply(x, weight, bias, eps)
+    return layer_norm_cf_plain(x, weight, bias, eps)
+
+
+def layer_norm_cf_plain(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    """``F.layer_norm`` over C on a channels-last view of (B, C, H, W): the path :func:`layer_norm_cf` takes off CPU.
+
+    Same contract as the CPU node: the output keeps ``x``'s dtype and memory format, and autocast does not move it to
+    fp32 (the kernel accumulates its statistics in fp32 for bf16/fp16 inputs itself; the parameters are cast to
+    ``x``'s dtype, their gradients flow back through the cast).
+    """
+    with fp32(x):  # autocast runs layer_norm in fp32 and returns fp32; the CPU node keeps x's dtype
+        w = weight.to(x.dtype) if weight is not None else None
+        b = bias.to(x.dtype) if bias is not None else None
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), w, b, eps)  # (B, H, W, C)
+    y = y.permute(0, 3, 1, 2)  # (B, C, H, W) with channels-last strides
+    return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()
 
 
 class LayerNormCF(nn.LayerNorm):
-    """``nn.LayerNorm(C)`` applied to (B, C, H, W) over C; same parameters and state_dict keys as ``nn.LayerNorm``."""
+    """``nn.LayerNorm(C)`` applied to (B, C, H, W) over C; same parameters and state_dict keys as ``nn.LayerNorm``.
+
+    :func:`layer_norm_cf`: the hand-written autograd node on CPU, PyTorch's kernel on other devices.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         return layer_norm_cf(x, self.weight, self.bias, self.eps)

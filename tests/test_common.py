@@ -11,7 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from operators._common import DepthwiseConv2d, LayerNormCF, layer_norm_cf, linear_cf, ln_cf_backward, ln_cf_forward
+import operators._common as common
+from operators._common import (
+    DepthwiseConv2d,
+    LayerNormCF,
+    layer_norm_cf,
+    layer_norm_cf_plain,
+    linear_cf,
+    ln_cf_backward,
+    ln_cf_forward,
+)
 
 
 @pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True), (False, False)])
@@ -29,6 +38,85 @@ def test_layer_norm_cf_matches_layer_norm(weight, bias):
         return layer_norm_cf(next(it), next(it) if weight else None, next(it) if bias else None, 1e-5)
 
     assert torch.autograd.gradcheck(fn, inputs)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+@pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_layer_norm_cf_plain_path_matches_the_cpu_node(weight, bias, channels_last):
+    """The off-CPU branch (F.layer_norm on a permuted view), run here on CPU, against the CPU autograd node."""
+    g0 = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, 5, 7, generator=g0) * 2 + 1
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    w = torch.randn(6, generator=g0) if weight else None
+    b = torch.randn(6, generator=g0) if bias else None
+    g = torch.randn(2, 6, 5, 7, generator=g0)
+    outs = []
+    for fn in (layer_norm_cf, layer_norm_cf_plain):
+        leaves = [t.clone().requires_grad_() if t is not None else None for t in (x, w, b)]
+        y = fn(*leaves, 1e-5)
+        y.backward(g)
+        assert y.shape == x.shape and y.is_contiguous(memory_format=_memory_format(x))
+        outs.append([y.detach(), *(t.grad for t in leaves if t is not None)])
+    for got, ref in zip(outs[1], outs[0]):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_norm_cf_plain_path_keeps_dtype_under_autocast_and_bf16():
+    torch.manual_seed(0)
+    ln = LayerNormCF(16)
+    x = torch.randn(2, 16, 4, 5) * 3 + 5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer_norm_cf_plain(x, ln.weight, ln.bias, ln.eps)
+    assert y.dtype == torch.float32  # not cast by autocast, as the CPU node
+    torch.testing.assert_close(y, layer_norm_cf(x, ln.weight, ln.bias, ln.eps), rtol=1e-5, atol=1e-5)
+    xb = x.bfloat16().requires_grad_()
+    yb = layer_norm_cf_plain(xb, ln.weight, ln.bias, ln.eps)
+    yb.float().sum().backward()
+    assert yb.dtype == xb.grad.dtype == torch.bfloat16 and ln.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(yb.float(), layer_norm_cf(xb.detach(), ln.weight, ln.bias, ln.eps).float(),
+                               atol=5e-2, rtol=2e-2)  # fmt: skip
+
+
+def test_layer_norm_cf_takes_the_custom_node_on_cpu_only(monkeypatch):
+    calls = []
+
+    def spy(*args):
+        calls.append(args[0].device.type)
+        return args[0]
+
+    monkeypatch.setattr(common._LayerNormCF, "apply", spy)
+    ln = LayerNormCF(4)
+    ln(torch.randn(1, 4, 3, 3))
+    y = ln.to("meta")(torch.randn(1, 4, 3, 3, device="meta"))  # any non-CPU device takes F.layer_norm
+    assert calls == ["cpu"] and y.shape == (1, 4, 3, 3) and y.device.type == "meta"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_layer_norm_cf_on_cuda_matches_the_cpu_node(dtype):
+    torch.manual_seed(0)
+    ln = LayerNormCF(24)
+    with torch.no_grad():
+        ln.weight.normal_(), ln.bias.normal_()
+    x = torch.randn(2, 24, 9, 11) * 2 + 1
+    g = torch.randn(2, 24, 9, 11)
+    outs = []
+    for device in ("cpu", "cuda"):
+        m = LayerNormCF(24).to(device)
+        m.load_state_dict(ln.state_dict())
+        xi = x.to(device, dtype).requires_grad_()
+        y = m(xi)
+        y.backward(g.to(device, dtype))
+        assert y.dtype == dtype
+        outs.append([t.float().cpu() for t in (y, xi.grad, m.weight.grad, m.bias.grad)])
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-1, "rtol": 5e-2}
+    for got, ref in zip(outs[1], outs[0]):
+        torch.testing.assert_close(got, ref, **tol)
 
 
 @pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True), (False, False)])
