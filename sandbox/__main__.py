@@ -1,7 +1,7 @@
 """``python -m sandbox``: list mixers, networks and tasks; check a mixer; fetch and verify data.
 
 python -m sandbox mixers [PATTERN ...] [--exclude PAT] [--options] [--plugin MODULE]
-python -m sandbox archs [PATTERN ...] [--family F] [--size S] [--no-flops] [--plugin MODULE]
+python -m sandbox archs [PATTERN ...] [--family F] [--params] [--macs] [--size S] [--plugin MODULE]
 python -m sandbox tasks [PATTERN ...]
 python -m sandbox check NAME_OR_SPEC [--device cpu] [--plugin MODULE]
 python -m sandbox data fetch [--sets Set12,BSD68 | --sets all] [--dest DIR] [--mirror URL]
@@ -47,30 +47,61 @@ def cmd_mixers(args) -> int:
 
 
 DEFAULT_SIZE = {"classification": 224, "restoration": 128, "reference": 128}
+COUNTS_HINT = "`--params`, `--macs` or `python -m sandbox archs NAME` count them (building each network listed)"
+
+
+def _wanted_counts(args) -> tuple[bool, bool]:
+    """(count parameters, count MACs): asked with ``--params``/``--macs``, or every pattern is one network's exact name.
+
+    The plain listing builds no network: it reads the registry's metadata only, so it answers at once.
+    """
+    exact = bool(args.pattern) and all(p in ARCHS for p in args.pattern)
+    macs = (args.macs or exact) and not args.no_flops
+    return args.params or macs or exact, macs
+
+
+def _declared(meta, key: str) -> str:
+    """A count declared at registration (``register_arch(..., params=..., macs=...)``), human-readable, else '-'."""
+    from .complexity import human
+
+    value = meta.get(key)
+    return human(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _arch_row(name: str, args, want_params: bool, want_macs: bool) -> list:
+    """One listing row; the network is built only when a count is wanted."""
+    from .complexity import count_macs, count_params, human
+
+    e = ARCHS.entry(name)
+    family, options = e.meta["family"], e.options()
+    size = args.size or DEFAULT_SIZE[family]
+    in_chans = options.get("in_chans", 3)
+    shape = (1, in_chans if isinstance(in_chans, int) else 3, size, size)
+    params, macs = _declared(e.meta, "params"), _declared(e.meta, "macs") if not args.size else "-"
+    if want_params:
+        net = build_arch(name)
+        shape = (1, int(getattr(net, "in_chans", shape[1])), size, size)
+        params = human(count_params(net))
+        macs = human(count_macs(net, shape)) if want_macs else macs
+        del net
+    preset = options.get("preset", "")
+    return [name, family, preset if isinstance(preset, str) else "", params, macs, "x".join(map(str, shape)),
+            e.meta.get("official", ""), e.meta["paper"]]  # fmt: skip
 
 
 def cmd_archs(args) -> int:
-    from .complexity import count_macs, count_params, human
-
     names = list_archs(args.pattern or "*", args.exclude, family=args.family)
-    rows = []
-    for n in names:
-        e = ARCHS.entry(n)
-        family = e.meta["family"]
-        net = build_arch(n)
-        size = args.size or DEFAULT_SIZE[family]
-        shape = (1, int(getattr(net, "in_chans", 3)), size, size)
-        macs = "-" if args.no_flops else human(count_macs(net, shape))
-        default = e.options().get("preset", "")
-        rows.append([n, family, default if isinstance(default, str) else "", human(count_params(net)), macs,
-                     "x".join(map(str, shape)), e.meta.get("official", ""), e.meta["paper"]])  # fmt: skip
-        del net
+    want_params, want_macs = _wanted_counts(args)
+    rows = [_arch_row(n, args, want_params, want_macs) for n in names]
     header = ["network", "family", "preset", "params", "MACs", "input", "official (params/FLOPs at 224)", "paper"]
     print(markdown_table(header, rows, align="lllrrlll"))
-    print(
-        f"\n{len(names)} network(s). MACs: multiply-adds of one forward pass at the input shown (one multiply-add "
-        "counted once, as fvcore and the papers; FFTs not counted). Build one with sandbox.build_arch(name, **options)."
+    counts = (
+        "MACs: multiply-adds of one forward pass at the input shown (one multiply-add counted once, as fvcore and the "
+        "papers; FFTs not counted)."
     )
+    if not want_params:
+        counts = f"params and MACs: - where the registration declares none; {COUNTS_HINT}."
+    print(f"\n{len(names)} network(s). {counts} Build one with sandbox.build_arch(name, **options).")
     return 0
 
 
@@ -221,12 +252,14 @@ def main(argv=None) -> int:
     p.add_argument("--module", action="store_true", help="also show the module that registered each mixer")
     add_plugin_arg(p)
     p.set_defaults(fn=cmd_mixers)
-    p = sub.add_parser("archs", help="list registered networks with parameters and FLOPs (multiply-adds)")
+    p = sub.add_parser("archs", help="list registered networks; parameters and MACs (multiply-adds) on request")
     p.add_argument("pattern", nargs="*", help="fnmatch patterns, e.g. 'vheat*' (default: all)")
     p.add_argument("--exclude", action="append", default=[], help="fnmatch pattern to leave out; repeatable")
     p.add_argument("--family", choices=["restoration", "classification", "reference"], default=None)
-    p.add_argument("--size", type=int, default=None, help="square input side for FLOPs (default 224 / 128)")
-    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (fast listing)")
+    p.add_argument("--params", action="store_true", help="count each listed network's parameters (builds it)")
+    p.add_argument("--macs", action="store_true", help="count parameters and MACs of each listed network (builds it)")
+    p.add_argument("--size", type=int, default=None, help="square input side for MACs (default 224 / 128)")
+    p.add_argument("--no-flops", action="store_true", help="no MAC count, also for exact names (parameters only)")
     add_plugin_arg(p)
     p.set_defaults(fn=cmd_archs)
     p = sub.add_parser("tasks", help="list registered tasks with their benchmarks, metrics and options")

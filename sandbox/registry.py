@@ -324,7 +324,10 @@ def register_arch(name: str, *, family: str, paper: str, **meta: Any) -> Callabl
         family: ``"restoration"`` (image in, image out), ``"classification"`` (image in, logits out) or
             ``"reference"`` (fixed published networks that load official weights).
         paper: short citation.
-        meta: anything else shown by ``python -m sandbox archs`` (e.g. ``input="3x224x224"``).
+        meta: anything else shown by ``python -m sandbox archs`` (e.g. ``input="3x224x224"``). Two keys fill its
+            count columns without building the network: ``params`` (parameter count at the default options) and
+            ``macs`` (multiply-adds at the default options and the listing's default input, 224 px for
+            classification, 128 px otherwise); ``python -m sandbox archs NAME`` counts them on the built network.
     """
     if family not in ARCH_FAMILIES:
         raise SandboxError(f"network family {family!r} is not one of {', '.join(map(repr, ARCH_FAMILIES))}")
