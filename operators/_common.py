@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Callable, Hashable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +85,27 @@ class InferenceCache:
 
     def __setstate__(self, state) -> None:
         self.__init__(state["maxsize"])
+
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def compiler_disable(fn: _F) -> _F:
+    """``torch.compiler.disable(fn)``, applied at the first call instead of at import.
+
+    ``torch.compiler.disable`` imports ``torch._dynamo`` (most of a second, more than the rest of ``operators``), so
+    as a decorator it would slow down every ``import operators``, ``python -m sandbox mixers`` included. Under
+    ``torch.compile`` the result behaves the same: the graph breaks at the call and ``fn`` runs eagerly.
+    """
+    disabled: dict[str, Callable] = {}  # the disabled function, made once
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if "fn" not in disabled:
+            disabled["fn"] = torch.compiler.disable(fn)
+        return disabled["fn"](*args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 def fp32(x: Tensor) -> torch.autocast:

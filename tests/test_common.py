@@ -15,6 +15,7 @@ import operators._common as common
 from operators._common import (
     DepthwiseConv2d,
     LayerNormCF,
+    compiler_disable,
     layer_norm_cf,
     layer_norm_cf_plain,
     linear_cf,
@@ -302,3 +303,27 @@ def test_enable_huge_pages_backs_large_cpu_tensors_with_huge_pages(env, huge):
     flag, on, kb = out.stdout.split()
     assert flag == (env or "1") and on == str(huge)
     assert (int(kb) >= 32 * 1024) == huge, out.stdout
+
+
+def test_compiler_disable_imports_no_dynamo_and_breaks_the_graph():
+    probe = (  # the module alone: the operators package imports hco, which imports torch._dynamo until it uses this
+        "import importlib.util, sys; spec = importlib.util.spec_from_file_location('c', 'operators/_common.py'); "
+        "c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c); f = c.compiler_disable(abs); "
+        "print('torch._dynamo' in sys.modules, f(-2))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ["False", "2"], out.stderr
+    compiling = []
+
+    @compiler_disable
+    def eager_only(x):
+        """doc"""
+        compiling.append(torch.compiler.is_compiling())
+        return x.add_(1) * 2  # in place on an intermediate
+
+    def f(x):
+        return eager_only(x.sin()).cos()
+
+    x = torch.randn(5)
+    torch.testing.assert_close(torch.compile(f, backend="eager")(x), f(x))
+    assert compiling == [False, False] and eager_only.__doc__ == "doc"
