@@ -185,31 +185,46 @@ def from_windows(t: Tensor, window_size: int, shift: int, hp: int, wp: int) -> T
 
 
 # ------------------------------------------------------------------------------------------- attention core
-def window_attention(q: Tensor, kv: Tensor, offset: Tensor, num_heads: int) -> Tensor:
-    """softmax(q k^T + offset) v in every window and head. (W, N, C) q (scaled), (W, N, 2C) k then v, offset
-    (nH, N, N) shared by the windows or (nH, nW, N, N) per window (W = B nW) -> (W, N, C), channels (nH, d).
+def window_attention(q: Tensor, kv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
+    """softmax(q k^T + bias + mask) v in every window and head. (W, N, C) q (scaled), (W, N, 2C) k then v, bias
+    (nH, N, N) shared by the windows (the relative-position bias, differentiable), mask (nW, N, N) per window and
+    shared by the heads (constant: shift regions, padded keys) or None (W = B nW, windows outermost per batch item)
+    -> (W, N, C), channels (nH, d).
+
+    The bias and the mask stay apart: their sum (nH, nW, N, N) is as large as all heads' attention matrices, and its
+    gradient would be too; the bias's gradient is (nH, N, N).
 
     CPU: :class:`_WindowAttentionCPU`. Other devices: ``scaled_dot_product_attention`` (fused kernels where they
     apply) on head-split views.
     """
     if q.device.type == "cpu":
-        return _WindowAttentionCPU.apply(q, kv, offset, num_heads)
-    return window_attention_sdpa(q, kv, offset, num_heads)
+        return _WindowAttentionCPU.apply(q, kv, bias, mask, num_heads)
+    return window_attention_sdpa(q, kv, bias, mask, num_heads)
 
 
-def window_attention_sdpa(q: Tensor, kv: Tensor, offset: Tensor, num_heads: int) -> Tensor:
+def window_attention_sdpa(q: Tensor, kv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
     """:func:`window_attention` by ``F.scaled_dot_product_attention`` (any device; the path off the CPU)."""
     wn, n, c = q.shape
     nh, d = num_heads, c // num_heads
     qh = q.view(wn, n, nh, d).transpose(1, 2)  # (W, nH, N, d)
     k, v = kv.view(wn, n, 2, nh, d).permute(2, 0, 3, 1, 4).unbind(0)  # each (W, nH, N, d)
-    if offset.ndim == 4:  # (nH, nW, N, N) -> (W, nH, N, N): windows outermost, repeated over the batch
-        nw = offset.shape[1]
-        mask = offset.transpose(0, 1).repeat(wn // nw, 1, 1, 1)  # (W, nH, N, N)
-    else:
-        mask = offset  # (nH, N, N), broadcast over the windows
-    out = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask.to(q.dtype), scale=1.0)  # (W, nH, N, d)
+    if mask is None:
+        attn_mask = bias  # (nH, N, N), broadcast over the windows
+    else:  # (nW, 1, N, N) + (nH, N, N) -> (nW, nH, N, N), repeated over the batch: (W, nH, N, N)
+        attn_mask = (mask[:, None] + bias).repeat(wn // mask.shape[0], 1, 1, 1)
+    out = F.scaled_dot_product_attention(qh, k, v, attn_mask=attn_mask.to(q.dtype), scale=1.0)  # (W, nH, N, d)
     return out.transpose(1, 2).reshape(wn, n, c)
+
+
+BACKWARD_CHUNKS = 4  # the CPU backward runs each head in this many window chunks: N x N temporaries of 1/4 head
+
+
+def _bmm_into(dst: Tensor, a: Tensor, b: Tensor) -> None:
+    """dst = a @ b (batched); written in place when dst is contiguous (one head: whole rows), else copied in."""
+    if dst.is_contiguous():
+        torch.bmm(a, b, out=dst)
+    else:
+        dst.copy_(torch.bmm(a, b))
 
 
 class _WindowAttentionCPU(torch.autograd.Function):
@@ -220,57 +235,60 @@ class _WindowAttentionCPU(torch.autograd.Function):
     gradient buffers shaped like q and kv. PyTorch's ``scaled_dot_product_attention`` on the CPU takes its math
     path whenever the mask needs a gradient (here the relative-position bias always does), which adds a
     ``-inf``-row guard (``all``/``where``/``isneginf`` passes over the logits) and needs head-split copies of q, k
-    and v. Backward, per head with P = softmax(S) saved: dV = P^T dO, dP = dO V^T,
-    dS = P * (dP - rowsum(dP * P)), dQ = dS K, dK = dS^T Q, d offset = dS summed over the batch (and the windows
-    for a shared offset).
+    and v. Backward, per head with P = softmax(S) saved: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P))
+    (in dP's buffer), dQ = dS K, dK = dS^T Q, d bias = dS summed over the windows. rowsum(dP * P)_i =
+    sum_j P_ij (dO_i . V_j) = dO_i . O_i comes from the output (d values per row), not from N x N matrices. Each
+    head's backward runs in :data:`BACKWARD_CHUNKS` chunks of windows, so its N x N temporaries are a quarter of
+    that head's attention matrices.
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, kv: Tensor, offset: Tensor, num_heads: int) -> Tensor:
+    def forward(ctx, q: Tensor, kv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
         wn, n, c = q.shape
         d = c // num_heads
-        nw = offset.shape[1] if offset.ndim == 4 else 1
         out = q.new_empty(wn, n, c)
         probs = []
         for h in range(num_heads):
             qh, kh, vh = q[..., h * d : (h + 1) * d], kv[..., h * d : (h + 1) * d], kv[..., c + h * d : c + (h + 1) * d]
-            logits = torch.bmm(qh, kh.transpose(1, 2))  # (W, N, N)
-            logits.view(-1, nw, n, n).add_(offset[h].view(-1 if nw > 1 else 1, n, n))
+            logits = torch.baddbmm(bias[h], qh, kh.transpose(1, 2))  # (W, N, N): q k^T + bias, one GEMM
+            if mask is not None:
+                logits.view(-1, *mask.shape).add_(mask)  # (B, nW, N, N) += (nW, N, N)
             p = torch.softmax(logits, dim=-1)  # (W, N, N)
+            del logits
             if num_heads == 1:
                 out = torch.bmm(p, vh)  # (W, N, C)
             else:
                 out[..., h * d : (h + 1) * d] = torch.bmm(p, vh)  # (W, N, d)
             probs.append(p)
-        ctx.num_heads, ctx.nw, ctx.offset_shape = num_heads, nw, offset.shape
-        ctx.save_for_backward(q, kv, *probs)
+        ctx.num_heads = num_heads
+        ctx.save_for_backward(q, kv, out, *probs)  # out: the next linear holds it anyway
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        q, kv, *probs = ctx.saved_tensors
+        q, kv, out, *probs = ctx.saved_tensors
         wn, n, c = q.shape
-        nh, nw = ctx.num_heads, ctx.nw
+        nh = ctx.num_heads
         d = c // nh
         grad = grad.contiguous()
+        rowsum = (grad * out).view(wn, n, nh, d).sum(-1)  # (W, N, nH): rowsum(dP * P) of every head
         dq, dkv = torch.empty_like(q), torch.empty_like(kv)
-        d_offset = []
+        d_bias = q.new_zeros(nh, n, n) if ctx.needs_input_grad[2] else None
+        step = -(-wn // BACKWARD_CHUNKS)
         for h, p in enumerate(probs):
             cq, ck, cv = slice(h * d, (h + 1) * d), slice(h * d, (h + 1) * d), slice(c + h * d, c + (h + 1) * d)
-            g = grad[..., cq]  # (W, N, d)
-            dkv[..., cv] = torch.bmm(p.transpose(1, 2), g)  # dV
-            dp = torch.bmm(g, kv[..., cv].transpose(1, 2))  # (W, N, N)
-            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # (W, N, N)
-            del dp
-            if nh == 1:  # dq is the whole buffer: no copy
-                dq = torch.bmm(ds, kv[..., ck])
-            else:
-                dq[..., cq] = torch.bmm(ds, kv[..., ck])
-            dkv[..., ck] = torch.bmm(ds.transpose(1, 2), q[..., cq])
-            if ctx.needs_input_grad[2]:
-                d_offset.append(ds.view(-1, nw, n, n).sum(0) if nw > 1 else ds.sum(0))  # ([nW,] N, N)
-        return dq, dkv, torch.stack(d_offset).view(ctx.offset_shape) if d_offset else None, None
+            for w0 in range(0, wn, step):
+                rows = slice(w0, w0 + step)
+                ph, g = p[rows], grad[rows, :, cq]  # (w, N, N), (w, N, d)
+                _bmm_into(dkv[rows, :, cv], ph.transpose(1, 2), g)  # dV
+                ds = torch.bmm(g, kv[rows, :, cv].transpose(1, 2))  # (w, N, N): dP
+                ds.sub_(rowsum[rows, :, h, None]).mul_(ph)  # dS = P * (dP - rowsum), in dP's buffer
+                _bmm_into(dq[rows, :, cq], ds, kv[rows, :, ck])  # dQ
+                _bmm_into(dkv[rows, :, ck], ds.transpose(1, 2), q[rows, :, cq])  # dK
+                if d_bias is not None:
+                    d_bias[h] += ds.sum(0)  # (N, N)
+        return dq, dkv, d_bias, None, None
 
 
 @register_mixer(
@@ -342,7 +360,7 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self._cache = SizeCache()
-        self._inference = InferenceCache()  # the logit offset per size in inference, see _logit_offset
+        self._inference = InferenceCache()  # the relative bias in inference, see _logit_bias
 
     @property
     def pad_multiple(self) -> int:
@@ -377,17 +395,10 @@ class WindowAttention(nn.Module):
 
         return self._cache.get(("window_mask", h, w, device, dtype), build)
 
-    def _logit_offset(self, h: int, w: int, dtype: torch.dtype) -> Tensor:
-        """What is added to the logits: the relative bias (nH, N, N), or (nH, nW, N, N) with the window mask added when
-        the map is shifted or padded. Depends on the table and the size only, so inference reuses it per size."""
-
-        def build() -> Tensor:
-            bias = self._relative_bias()  # (nH, N, N)
-            mask = self._window_mask(h, w, bias.device, bias.dtype)  # (nW, N, N) or None
-            return (bias if mask is None else bias[:, None] + mask[None]).to(dtype)  # (nH, [nW,] N, N)
-
+    def _logit_bias(self, dtype: torch.dtype) -> Tensor:
+        """(nH, N, N) relative bias added to the logits. Depends on the table only, so inference reuses it."""
         device = self.relative_position_bias_table.device
-        return self._inference.get(self, (h, w, str(device), dtype), build)
+        return self._inference.get(self, (str(device), dtype), lambda: self._relative_bias().to(dtype))
 
     def _projections(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         """(q weight, q bias, k-v weight, proj bias) with the constants folded in.
@@ -418,8 +429,9 @@ class WindowAttention(nn.Module):
         w_q, b_q, w_kv, b_proj = self._projections()
         q = F.linear(tokens, w_q, b_q).view(b * nw, n, c)  # (B nW, N, C), scaled
         kv = F.linear(tokens, w_kv).view(b * nw, n, 2 * c)  # (B nW, N, 2C): k then v
-        offset = self._logit_offset(h, w, q.dtype)  # (nH, N, N) or (nH, nW, N, N)
-        out = window_attention(q, kv, offset, nh)  # (B nW, N, C), channels (nH, d)
+        bias = self._logit_bias(q.dtype)  # (nH, N, N)
+        mask = self._window_mask(h, w, q.device, q.dtype)  # (nW, N, N) or None
+        out = window_attention(q, kv, bias, mask, nh)  # (B nW, N, C), channels (nH, d)
         out = F.linear(out.view(b, nw * n, c), self.proj.weight, b_proj)  # per token
         y = from_windows(out, ws, s, hp, wp)  # (B, C, Hp, Wp), rolled back
         return y if (hp, wp) == (h, w) else y[:, :, :h, :w]

@@ -26,12 +26,31 @@ def resample_complex_weight(weight: Tensor, h: int, w: int) -> Tensor:
     return x.reshape(c, 2, h, w).permute(2, 3, 0, 1).to(weight.dtype)  # (h, w, C, 2)
 
 
+CHUNK_BYTES = 1 << 20  # spectra larger than 2 such chunks are inverted channel chunk by channel chunk
+
+
 def _irfft2_consuming(holder: list[Tensor], w: int) -> Tensor:
-    """``irfft2(spec, norm="ortho")`` over the last two dims for ``holder = [spec]``, as ifft (dim -2) then irfft
-    (dim -1), emptying ``holder`` so that the spectrum is freed between the two when nothing else holds it: one
-    spectrum-sized buffer less at the peak than ``irfft2``, whose complex-to-real step copies its input."""
-    half = torch.fft.ifft(holder.pop(), dim=-2, norm="ortho")  # (..., H, W//2+1)
-    return torch.fft.irfft(half, n=w, dim=-1, norm="ortho")  # (..., H, W)
+    """``irfft2(spec, norm="ortho")`` over the last two dims for ``holder = [spec]``, (B, C, H, W//2+1) -> (B, C, H, W),
+    emptying ``holder`` so that the spectrum is freed as soon as nothing else holds it.
+
+    ``irfft2`` holds the spectrum, a transposed copy for the transform along H, that transform's output, a copy of it
+    for the complex-to-real step and the result at once. A small spectrum goes through ifft (dim -2) then irfft
+    (dim -1) with the spectrum freed between the two; a large one channel chunk by channel chunk (about
+    :data:`CHUNK_BYTES` each) into the result, so the copies are chunk-sized.
+    """
+    spec = holder.pop()  # (B, C, H, W//2+1)
+    b, c, h, wf = spec.shape
+    per_channel = b * h * wf * spec.element_size()
+    if c * per_channel <= 2 * CHUNK_BYTES:
+        half = torch.fft.ifft(spec, dim=-2, norm="ortho")  # (B, C, H, W//2+1)
+        del spec
+        return torch.fft.irfft(half, n=w, dim=-1, norm="ortho")  # (B, C, H, W)
+    step = max(1, CHUNK_BYTES // per_channel)
+    out = spec.real.new_empty(b, c, h, w)
+    for c0 in range(0, c, step):
+        half = torch.fft.ifft(spec[:, c0 : c0 + step], dim=-2, norm="ortho")  # (B, c, H, W//2+1)
+        out[:, c0 : c0 + step] = torch.fft.irfft(half, n=w, dim=-1, norm="ortho")  # (B, c, H, W)
+    return out
 
 
 class _GlobalFilterCPU(torch.autograd.Function):

@@ -30,12 +30,16 @@ def test_gfnet_is_circular_convolution(h, w):
     torch.testing.assert_close(m(x), circular_conv(x, kernel), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 64])  # 64: every spectrum inverted channel by channel
 @pytest.mark.parametrize("b,c,h,w", [(2, 3, 6, 8), (1, 2, 5, 7), (2, 1, 4, 5), (1, 3, 1, 1), (2, 2, 3, 2)])
-def test_gfnet_cpu_filter_gradients_match_autograd(b, c, h, w):
+def test_gfnet_cpu_filter_gradients_match_autograd(b, c, h, w, chunk_bytes, monkeypatch):
     """The hand-written backward of the CPU global filter equals autograd through rfft2 * W -> irfft2 (the DC and
-    Nyquist columns of the half spectrum count once, the others twice), float64, and passes gradcheck."""
+    Nyquist columns of the half spectrum count once, the others twice), float64, and passes gradcheck; with the
+    inverse transform whole and in channel chunks."""
+    from operators import gfnet
     from operators.gfnet import _GlobalFilterCPU
 
+    monkeypatch.setattr(gfnet, "CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(0)
     x = torch.randn(b, c, h, w, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(h, w // 2 + 1, c, 2, dtype=torch.float64, requires_grad=True)
