@@ -13,21 +13,22 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 __all__ = ["count_params", "count_macs", "human"]
 
 
 def _cpu_sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
     """FLOPs of the CPU attention kernel: the two attention matmuls, as for the CUDA kernels."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
     return sdpa_flop_count(query, key, value)
 
 
-# FlopCounterMode has formulas for the CUDA attention kernels only; on CPU, scaled_dot_product_attention dispatches to
-# this op and would count 0 (CAFormer-S18 then reads 3.88G instead of 4.1G).
-_EXTRA_FORMULAS = {}
-if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flop
+def _extra_formulas() -> dict:
+    """FlopCounterMode has formulas for the CUDA attention kernels only; on CPU, scaled_dot_product_attention
+    dispatches to this op and would count 0 (CAFormer-S18 then reads 3.88G instead of 4.1G)."""
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: _cpu_sdpa_flop} if op is not None else {}
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -46,10 +47,12 @@ def count_macs(
     way, and the Hyena/HyenaPixel implicit kernels) is not counted; ``warm=False`` counts a cold first pass, as the
     published HyenaPixel counts do (its official code generates the filter in every forward).
     """
+    from torch.utils.flop_counter import FlopCounterMode  # imported here: ``import sandbox`` stays light
+
     was_training = model.training
     model.eval()
     x = torch.zeros(*input_shape, device=device)
-    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
     try:
         if warm:
             model(x)
