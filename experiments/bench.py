@@ -210,6 +210,19 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
     return _profiled_cpu_peak(fn)
 
 
+def profile_ops(fn: Callable[[], Any], calls: int) -> dict[str, float]:
+    """Self CPU time of each operator over ``calls`` calls of ``fn``, in ms per call (``torch.profiler``), with the
+    sum of all operators under ``"(all operators)"``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn()
+    ops = {e.key: e.self_cpu_time_total / 1e3 / calls for e in prof.key_averages()}
+    ops["(all operators)"] = sum(ops.values())
+    return ops
+
+
 def _is_oom(e: BaseException) -> bool:
     msg = str(e).lower()
     return (
@@ -1142,6 +1155,7 @@ def bench_official_pair(pair, root: Path, size: int, args, device, guard: Guard 
         ratio, q25, q75 = ratio_summary(t_off, t_ours)
         peaks = [peak_memory(fn, device) for fn in fns] if mode in MEMORY_MODES else [None, None]
         peak = max(peaks) if mode in MEMORY_MODES else None
+        profiles = [profile_ops(fn, args.profile) for fn in fns] if args.profile and device.type == "cpu" else None
         guard.record(mode, size * size, Phase(statistics.median(t_ours), peak))
         rows.append(
             dict(
@@ -1156,6 +1170,7 @@ def bench_official_pair(pair, root: Path, size: int, args, device, guard: Guard 
                 ours_peak_mb=None if peaks[1] is None else peaks[1] / MiB,
                 max_abs_diff=diff,
                 grad_max_abs_diff=gdiff,
+                profiles=profiles,
             )  # fmt: skip
         )
         for s in (off, ours):
@@ -1226,6 +1241,37 @@ def _mb(value: float | None) -> int | None:
     return None if value is None else int(value * MiB)
 
 
+PROFILE_TOP = 12  # operators per side listed in profile.md
+
+
+def profile_markdown(rows: Sequence[dict[str, Any]], calls: int) -> str:
+    """``profile.md``: per pair, size, thread count and mode, the operators with the most self CPU time on either
+    side (ms per call, official and ours), so a ratio can be traced to the operators behind it."""
+    lines = [
+        "# Where the time goes: operators, official and ours",
+        "",
+        f"Self CPU time per call (ms) from `torch.profiler` over {calls} calls per side, after the timed rounds; the "
+        f"{PROFILE_TOP} operators with the most time on either side, and all operators summed (the profiler adds "
+        "its own overhead per operator, so the sums exceed the timed medians).",
+    ]
+    for row in rows:
+        if not row.get("profiles"):
+            continue
+        off, ours = row["profiles"]
+        top = sorted(set(off) | set(ours), key=lambda k: -max(off.get(k, 0.0), ours.get(k, 0.0)))
+        top = [k for k in top if k != "(all operators)"][:PROFILE_TOP] + ["(all operators)"]
+        lines += [
+            "",
+            f"## {row['pair']} vs {row['official']}, {row['size']} px, {row['threads']} thread(s), "
+            f"{PAIR_MODES.get(row['mode'], NET_MODES.get(row['mode']))[0]} (ratio {row['ratio']:.2f})",
+            "",
+            "| operator | official ms | ours ms |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| `{k}` | {off.get(k, 0.0):.3f} | {ours.get(k, 0.0):.3f} |" for k in top]
+    return "\n".join(lines) + "\n"
+
+
 def official_targets(rows: Sequence[dict[str, Any]]) -> list[str]:
     """One line per pair and mode with a target: met where every size and thread count reaches it; and memory."""
     out = []
@@ -1294,7 +1340,7 @@ def cmd_official(args: argparse.Namespace) -> int:
     sizes, net_sizes = parse_sizes(args.sizes), parse_sizes(args.net_sizes, "--net-sizes")
     threads = parse_sizes(args.threads, "--threads") if device.type == "cpu" else [torch.get_num_threads()]
     _at_least(1, ("--rounds", args.rounds), ("--dim", args.dim), ("--batch", args.batch))
-    _at_least(0, ("--warmup", args.warmup))
+    _at_least(0, ("--warmup", args.warmup), ("--profile", args.profile))
     for p in pairs:  # every official file loads and every pair builds before anything is measured
         p.build(root, args.dim, min(net_sizes if p.name in o.NETS else sizes))
     out = _check_out(args.out, "official")
@@ -1321,7 +1367,10 @@ def cmd_official(args: argparse.Namespace) -> int:
     _write_csv(out / "results.csv", rows, OFFICIAL_COLUMNS)
     write_text(out / "results.md", md)
     print(md)
-    print(f"wrote {out / 'results.csv'}, {out / 'results.md'}")
+    written = [out / "results.csv", out / "results.md"]
+    if args.profile and any(r.get("profiles") for r in rows):
+        written.append(write_text(out / "profile.md", profile_markdown(rows, args.profile)))
+    print("wrote " + ", ".join(str(w) for w in written))
     return 0
 
 
@@ -1400,6 +1449,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-memory-gb", type=float, default=None, help="skip a mode predicted to need more (default: 80%% of free)"
     )
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="CALLS",
+        help="CPU: also profile CALLS calls per side of every cell, top operators in profile.md (default 0: off)",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="output folder (default outputs/bench/official_<timestamp>)")
     p.set_defaults(fn=cmd_official)
     return ap.parse_args(argv)

@@ -141,6 +141,22 @@ def test_pairs_against_standins_are_equivalent_and_timed(standins, tmp_path, cap
     assert "## Targets" in capsys.readouterr().out
 
 
+def test_profile_lists_the_operators_of_both_sides(standins, tmp_path):
+    """--profile N writes profile.md: per cell the operators with the most self CPU time, official and ours."""
+    out = tmp_path / "out"
+    argv = ["official", "--official-dir", str(standins), "--pairs", "gfnet", *FAST, "--profile", "2"]
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    md = (out / "profile.md").read_text()
+    assert md.count("## gfnet vs GlobalFilter, 16 px, 1 thread(s)") == 3  # one table per mode
+    table = md.split("forward+backward")[1]
+    assert "`aten::_fft_r2c`" in table  # both sides transform: the FFT operators are listed
+    total = [line for line in table.splitlines() if line.startswith("| `(all operators)`")][0]
+    assert all(float(v) > 0 for v in total.strip("|").split("|")[1:])
+    assert not (tmp_path / "plain" / "profile.md").exists()
+    assert bench.main([*argv[:-2], "--out", str(tmp_path / "plain")]) == 0  # off by default
+    assert not (tmp_path / "plain" / "profile.md").exists()
+
+
 def test_a_wrong_standin_shows_as_a_large_difference(tmp_path):
     root = tmp_path / "official"
     _write(root, "GFNet/gfnet.py", GFNET.replace('norm="ortho")\n        return', 'norm="forward")\n        return'))
@@ -176,6 +192,8 @@ def test_bad_options_are_one_line(standins, tmp_path):
         bench.main(["official", "--official-dir", str(tmp_path / "missing"), *FAST])
     with pytest.raises(OptionError, match="nothing to run"):
         bench.main([*base, "--pairs", "none", "--out", str(tmp_path / "b")])
+    with pytest.raises(OptionError, match="--profile -1 is not valid"):
+        bench.main([*base, "--profile", "-1", "--out", str(tmp_path / "c")])
 
 
 def test_interleaved_alternates_and_ratio_summary():
