@@ -34,6 +34,7 @@ from sandbox.errors import SandboxError
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "experiments" / "run.py"
+KILLER = ROOT / "tests" / "kill_during_run.py"  # run.py with a SIGKILL from a TrainCallback
 TINY_ARGS = [
     "--preset", "tiny", "--mixer", "conv", "--iters", "16", "--batch-size", "2", "--patch-size", "32",
     "--set", "eval_every=4", "--set", "save_every=4", "--set", "val_images=1", "--set", "val_crop=32",
@@ -83,11 +84,14 @@ def trained(tmp_path_factory):
     return result, calls
 
 
-def cli(*args, env_extra=None, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k not in ("SANDBOX_DATA", "SANDBOX_TEST_KILL_AT_STEP")}
+def cli(*args, env_extra=None, timeout=300, kill=None):
+    """experiments/run.py in a subprocess on the embedded default; ``kill="after:8"`` SIGKILLs it right after the
+    checkpoint of step 8, ``kill="during:8"`` in the middle of the save after that one (tests/kill_during_run.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "SANDBOX_DATA"}
     env.update({"OMP_NUM_THREADS": "1", **(env_extra or {})})
+    script = [str(KILLER), kill] if kill else [str(RUN)]
     return subprocess.run(
-        [sys.executable, str(RUN), "--no-progress", *map(str, args)],
+        [sys.executable, *script, "--no-progress", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -180,7 +184,9 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, monkeypatch, capsys, native):
 def test_amp_auto_uses_bf16_where_the_cpu_has_it(monkeypatch, flags, native):
     """amp=auto: bf16 on CUDA and on CPUs with bf16 instructions; an AVX512 CPU without them (oneDNN emulates bf16
     there) stays in fp32. bf16 and off are what they say."""
-    monkeypatch.setattr(engine, "_cpu_flags", lambda: flags)
+    from sandbox import optim
+
+    monkeypatch.setattr(optim, "_cpu_flags", lambda: flags)  # the bf16 helpers live in sandbox.optim
     cpu = torch.device("cpu")
     assert engine.cpu_has_bf16() is native
     assert engine.use_bf16("auto", cpu) is native
@@ -225,7 +231,7 @@ def test_divergence_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     out = tmp_path / "runs"
-    killed = cli(*TINY_ARGS, "--out", out, "--name", "a", env_extra={"SANDBOX_TEST_KILL_AT_STEP": "8"})
+    killed = cli(*TINY_ARGS, "--out", out, "--name", "a", kill="after:8")
     assert killed.returncode == -9, killed.stderr
     run = out / "a"
     assert torch_load(run / "checkpoints" / "last.pth")["step"] == 8 and not (run / "results.json").exists()
@@ -251,6 +257,62 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
         return [{k: e[k] for k in keep if k in e} for e in map(json.loads, lines) if e["event"] in ("train", "val")]
 
     assert timeline("a") == timeline("b")
+
+
+def test_a_kill_during_a_save_leaves_no_orphan_after_resume(tmp_path):
+    """A SIGKILL in the middle of a checkpoint save leaves its temporary file (.last.pth.*.tmp or .best.pth.*.tmp);
+    the resumed run removes it and finishes."""
+    out = tmp_path / "runs"
+    killed = cli(*TINY_ARGS, "--out", out, "--name", "a", "--iters", "8", kill="during:4")
+    assert killed.returncode == -9, killed.stderr
+    ckpts = out / "a" / "checkpoints"
+    orphans = sorted(p.name for p in ckpts.glob(".*.tmp"))
+    assert len(orphans) == 1 and orphans[0].startswith((".last.pth.", ".best.pth.")), orphans
+    resumed = cli("--resume", out / "a")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(ckpts.glob(".*.tmp")) and torch_load(ckpts / "last.pth")["step"] == 8
+
+
+def test_orphan_temps_are_removed_on_the_next_save_and_on_resume(tmp_path):
+    """Temporary files of interrupted saves (4 kills leave 4) go at the next save, and on resume before training."""
+    ckpts = tmp_path / "tiny" / "checkpoints"
+
+    def plant(n):
+        for i in range(n):
+            (ckpts / f".last.pth.kill{i}.tmp").write_bytes(b"partial")
+        (ckpts / f".best.pth.kill{n}.tmp").write_bytes(b"partial")
+
+    class Orphans(engine.TrainCallback):
+        seen: list = []
+
+        def on_checkpoint_saved(self, step, path):
+            assert path == ckpts / "last.pth"
+            self.seen.append((step, len(list(ckpts.glob(".*.tmp")))))
+            plant(4)  # as if 4 later saves had been killed: the next save must clean them up
+
+    first = train(tiny(tmp_path, iters=8, eval_every=4, save_every=4), progress=False, callbacks=[Orphans()])
+    assert Orphans.seen == [(4, 0), (8, 0)]  # every save found the orphans of the step before removed
+    assert len(list(ckpts.glob(".*.tmp"))) == 5  # planted after the last save
+    train(dataclasses.replace(first.config, iters=9), resume=first.run_dir, progress=False)
+    assert not list(ckpts.glob(".*.tmp"))
+
+
+def test_checkpoints_record_threads_and_a_resume_with_other_threads_warns(tmp_path, capfd):
+    first = train(tiny(tmp_path, iters=2, eval_every=0, save_every=0), progress=False)
+    last = first.run_dir / "checkpoints" / "last.pth"
+    assert torch_load(last)["threads"] == torch.get_num_threads() == 1  # the one_thread fixture
+    same = train(dataclasses.replace(first.config, iters=3), resume=first.run_dir, progress=False)
+    assert same.step == 3 and "thread" not in capfd.readouterr().err
+    torch.set_num_threads(2)
+    try:
+        other = train(dataclasses.replace(first.config, iters=4), resume=first.run_dir, progress=False)
+    finally:
+        torch.set_num_threads(1)
+    err = [line for line in capfd.readouterr().err.splitlines() if "thread" in line]
+    assert other.step == 4 and len(err) == 1, err
+    assert "resuming with 2 intra-op thread(s)" in err[0] and "written with 1" in err[0] and "bit-identical" in err[0]
+    events = [json.loads(line) for line in (first.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["threads"] for e in events if e["event"] in ("start", "resume")] == [1, 1, 2]
 
 
 def test_resume_rewinds_the_log_to_the_checkpoint(tmp_path):
