@@ -9,9 +9,9 @@ missing, unexpected and mis-shaped keys in one line.
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
-import glob
 import pickletools
 import tempfile
 import zipfile

@@ -24,7 +24,14 @@ states travel in the checkpoints, so a resumed run draws the same batches and en
 uninterrupted one (and the number of DataLoader workers does not change the batches). Runs of one seed that differ
 in their setting (e.g. the mixer) are paired: they draw the same patches and noise / JPEG qualities (the per-step
 generator serves nothing else) and start from the same initialisation wherever shapes allow (:func:`build_network`),
-so that their differences come from the setting alone.
+so that their differences come from the setting alone. The resumed run matches at the same intra-op thread count
+(``torch.get_num_threads()``, recorded in the checkpoints; a resume with another count warns in one line).
+
+This module holds the loop (:func:`train`, its state a :class:`LoopState`) and re-exports the names callers import
+from it; the parts live in :mod:`sandbox.train_config` (checks, resolution, the network), :mod:`sandbox.pipeline`
+(patches and validation items), :mod:`sandbox.optim` (optimiser, schedule, loss, EMA, bf16), :mod:`sandbox.runstate`
+(RNG states, checkpoints, run directory, events) and :mod:`sandbox.measure` (validation scores, speed, results.md).
+Tests and tools hook in through :class:`TrainCallback` objects passed as ``callbacks``.
 """
 
 from __future__ import annotations
@@ -280,8 +287,8 @@ def train(
     run.events("stop", stopped=state.stopped, step=state.step, wall=state.wall, iters_per_sec=rate)
     if state.stopped == "interrupted":
         echo(f"interrupted at iteration {state.step}; continue with: python experiments/run.py --resume {run.run_dir}")
-        s = state
-        return RunResult(run.run_dir, run.config, s.step, s.best_psnr, {}, s.history, params, 0, rate, 0.0, s.stopped)
+        history, best = state.history, state.best_psnr
+        return RunResult(run.run_dir, run.config, state.step, best, {}, history, params, 0, rate, 0.0, "interrupted")
     return _final_evaluation(run, state, setup.root, setup.eval_sets, params, rate, progress)
 
 

@@ -46,9 +46,8 @@ def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (x86 AVX512_BF16 or AMX-BF16, ARM BF16).
 
     oneDNN also accepts bf16 on any AVX512 CPU (``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is True there) but
-    emulates it: on such a CPU (Xeon with AVX512 and VNNI, no AVX512_BF16; 2026-12-07) a bf16 GEMM of the recipe
-    network's shapes took 3 to 5 times as long as fp32, and a bf16-autocast training step of the small network about
-    twice as long (docs/performance.md). Where /proc/cpuinfo is not readable, oneDNN's answer is used.
+    emulates it, and there bf16 autocast makes training slower than fp32 (measured in docs/performance.md). Where
+    /proc/cpuinfo is not readable, oneDNN's answer is used.
     """
     flags = _cpu_flags()
     if flags is not None:
