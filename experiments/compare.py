@@ -12,7 +12,7 @@ data, iterations and wall-clock budget). Seed k gives every mixer the same train
 initialisation, so the mixers are compared paired, seed by seed and image by image; the runs go seed by seed (every
 mixer at seed 0 first), so an interrupted comparison already holds complete pairs. Every mixer spec is
 checked (its network is built) before anything is trained or written. Writes under ``--out`` (default
-``outputs/compare/<task>_<timestamp>``; an existing folder is never overwritten):
+``outputs/compare/<task>_<timestamp>`` in the working directory; an existing folder is never overwritten):
 
 - ``leaderboard.md`` / ``leaderboard.csv``: one row per mixer, best first by the first evaluation set's mean PSNR
   over ``--seeds`` runs, per evaluation set: the mean with its 95% interval across seeds, the difference to the
@@ -29,6 +29,11 @@ checked (its network is built) before anything is trained or written. Writes und
   rewritten after each run, read by ``--resume OUT`` (finished runs are skipped, an interrupted one is resumed from
   its ``last.pth``; a finished comparison only rebuilds its report, e.g. with another ``--baseline``).
 
+The run settings are RunConfig's: its flags (``--task``, ``--iters``, ``--lr``, ``--eval-sets``, ... as run.py's,
+from one declaration in ``sandbox/config.py``), ``--config FILE.yaml`` and ``--set key=value``, in the order
+``--config``, flags, ``--set``; ``mixer``, ``name`` and ``out`` are set per run by compare.py. ``--eval-sets``
+not given: every benchmark of the task.
+
 A mixer whose training diverges (nan/inf) is listed without scores and the others still run; Ctrl-C stops the
 current run at a checkpoint (exit code 130) and ``--resume OUT`` continues where it stopped.
 """
@@ -37,12 +42,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,34 +55,29 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-from sandbox.cli import add_plugin_arg, add_run_flags, run_main, split_specs, stamped_dir  # noqa: E402
+from sandbox.cli import add_plugin_arg, add_set_flag, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.plugins import plugin_path  # noqa: E402
 
 STATE_VERSION = 2  # 2: one entry per (mixer, seed); version 1 files (one seed) are still read
 DEFAULT_SEEDS = 3
-# flags that define the comparison; --resume takes them from OUT/state.json instead
+RESERVED_KEYS = ("mixer", "name", "out")  # set by compare.py per run
+RESERVED_WHY = "compare.py sets mixer, name and out for each run itself (use --mixers / --out)"
+# the flags of compare.py itself that define a comparison; --resume takes them (and the RunConfig flags) from
+# OUT/state.json instead
 SETTING_FLAGS = {
     "mixers": "--mixers",
     "mixer": "--mixer",
-    "task": "--task",
-    "sigma": "--sigma",
-    "quality": "--quality",
-    "preset": "--preset",
-    "iters": "--iters",
-    "budget_minutes": "--budget-minutes",
-    "seed": "--seed",
     "seeds": "--seeds",
-    "eval_sets": "--eval-sets",
-    "data_root": "--data-root",
     "set": "--set",
     "config": "--config",
     "out": "--out",
 }
-RESERVED_KEYS = ("mixer", "name", "out")  # set by compare.py per run
-RESERVED_WHY = "compare.py sets mixer, name and out for each run itself (use --mixers / --out)"
+RESUME_MAY_CHANGE = ("device",)  # RunConfig flags that --resume accepts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from sandbox.config import add_config_flags
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     what = ap.add_argument_group("what to compare")
     what.add_argument(
@@ -89,24 +89,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         "('hco:k_mode=fixed,k=0.5;conv:kernel_size=5'); repeatable",
     )
     what.add_argument("--mixer", action="append", default=[], metavar="SPEC", help="one mixer spec; repeatable")
-    what.add_argument("--task", default=None, help="denoise (default), denoise_color, jpeg, jpeg_color, or a spec")
-    what.add_argument("--sigma", type=float, default=None, help="noise level on the 0-255 scale (denoise tasks)")
-    what.add_argument("--quality", type=int, default=None, help="JPEG quality 1..100 (jpeg tasks)")
-    what.add_argument("--preset", default=None, help="network preset for every mixer: paper, small, tiny (default)")
-    train = ap.add_argument_group("training (identical for every mixer)")
-    train.add_argument("--iters", type=int, default=None, help="training iterations (RunConfig default 1200)")
-    train.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per mixer")
-    train.add_argument("--seed", type=int, default=None, help="first random seed (default 0)")
-    train.add_argument(
+    what.add_argument(
         "--seeds",
         type=int,
         default=None,
         help=f"runs per mixer, seeds seed .. seed + N - 1 (default {DEFAULT_SEEDS}); 1 gives no intervals",
     )
-    train.add_argument(
-        "--config", metavar="FILE.yaml", help="YAML mapping of RunConfig fields, as run.py's (--set and flags win)"
+    add_config_flags(ap, exclude=RESERVED_KEYS)  # the run settings, identical for every mixer
+    how = ap.add_argument_group("how")
+    how.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML mapping of RunConfig fields, as run.py's (flags and --set win)"
     )
-    add_run_flags(train)
+    add_set_flag(how, "run")
     add_plugin_arg(ap)
     ap.add_argument("--out", default=None, help="output folder (default outputs/compare/<task>_<timestamp>)")
     ap.add_argument("--resume", default=None, metavar="OUT_DIR", help="continue an unfinished comparison")
@@ -137,45 +131,17 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------- configuration
 def base_config(args: argparse.Namespace):
-    """The RunConfig every run shares (mixer, name and out are set per run): defaults, then --config, then --set,
-    then flags."""
-    from sandbox.config import RunConfig, apply_overrides
+    """The RunConfig every run shares (mixer, name and out are set per run): the defaults, then --config, then the
+    flags, then --set (:func:`sandbox.config.command_overrides`); the data root checked and absolute."""
+    from sandbox.config import RunConfig, apply_overrides, command_overrides
     from sandbox.data import data_root
-    from sandbox.engine import load_config_file
-    from sandbox.errors import OptionError
 
-    cfg = RunConfig()
-    if args.config:
-        loaded = load_config_file(args.config)
-        reserved = [k for k in RESERVED_KEYS if k in loaded]
-        if reserved:
-            raise OptionError(f"config file {args.config!r} sets {', '.join(map(repr, reserved))}; {RESERVED_WHY}")
-        cfg = apply_overrides(cfg, loaded, f"config file {args.config!r}")
-    cfg = apply_overrides(cfg, parse_set(args.set), "run config (--set)")
-    flags = {
-        "task": args.task,
-        "sigma": args.sigma,
-        "quality": args.quality,
-        "preset": args.preset,
-        "iters": args.iters,
-        "budget_minutes": args.budget_minutes,
-        "seed": args.seed,
-        "device": args.device,
-    }
-    if args.eval_sets is not None:
-        flags["eval_sets"] = tuple(s.strip() for s in args.eval_sets.split(",") if s.strip()) or None
-    if args.data_root is not None:
-        flags["data_root"] = str(data_root(args.data_root))  # checked, absolute
-    cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None}, "run config")
+    overrides = command_overrides(args, args.config, args.set, dict.fromkeys(RESERVED_KEYS, RESERVED_WHY))
+    if overrides.get("data_root") is not None:
+        overrides["data_root"] = str(data_root(overrides["data_root"]))  # checked, absolute
+    cfg = apply_overrides(RunConfig(), overrides, "run config")
     plugins = tuple(dict.fromkeys(plugin_path(p) for p in [*cfg.plugins, *args.plugin]))
     return dataclasses.replace(cfg, plugins=plugins)
-
-
-def build_task_of(cfg):
-    """The task a RunConfig trains on (``task`` spec plus the ``sigma`` / ``quality`` shorthands)."""
-    from sandbox.engine import build_task_from
-
-    return build_task_from(cfg)
 
 
 def check_mixer_names(specs: list[str]) -> None:
@@ -193,24 +159,9 @@ def check_mixer_names(specs: list[str]) -> None:
         MIXERS.entry(parse_spec(spec, "mixer")[0])  # unknown: one line with suggestions
 
 
-def build_network_of(cfg, task):
-    """The network of ``cfg`` as the engine builds it (``sandbox.engine.build_network`` when there is one)."""
-    from sandbox.registry import ARCHS, build_arch, parse_spec
-    from sandbox.tasks import check_network_channels
-
-    engine = sys.modules.get("sandbox.engine")
-    if getattr(engine, "build_network", None) is not None:
-        return engine.build_network(cfg, task)
-    name, options = parse_spec(cfg.arch, "network")
-    accepted = ARCHS.entry(name).options()
-    base = {"mixer": cfg.mixer, "preset": cfg.preset, "in_chans": task.channels, "task": task.name}
-    net = build_arch({"name": name, **{k: v for k, v in base.items() if k in accepted}, **options, **cfg.arch_options})
-    check_network_channels(task, getattr(net, "in_chans", task.channels))
-    return net
-
-
-def check_runs(configs: list, task, engine) -> None:
+def check_runs(configs: list, task) -> None:
     """Raise a one-line SandboxError unless every run's config is valid and its network builds (nothing trained)."""
+    from sandbox.engine import build_network, check_config
     from sandbox.errors import OptionError, SandboxError
     from sandbox.registry import ARCHS, parse_spec
 
@@ -219,28 +170,15 @@ def check_runs(configs: list, task, engine) -> None:
         raise OptionError(f"network {arch_name!r} takes no mixer; compare mixers with a network such as 'ir'")
     if "mixer" in configs[0].arch_options or "mixer" in parse_spec(configs[0].arch, "network")[1]:
         raise OptionError("the network options set 'mixer'; compare.py sets the mixer of each run itself")
-    check_config = getattr(engine, "check_config", None)
     for cfg in configs:
         try:
-            if check_config is not None:
-                check_config(cfg)
-            net = build_network_of(cfg, task)
+            check_config(cfg)
+            net = build_network(cfg, task)
         except SandboxError as e:
             raise type(e)(f"mixer {cfg.mixer!r}: {e}") from None
         except Exception as e:  # a plugin's constructor failing in its own way
             raise SandboxError(f"mixer {cfg.mixer!r} does not build: {type(e).__name__}: {e}") from e
         del net
-
-
-def _engine():
-    try:
-        return importlib.import_module("sandbox.engine")
-    except ModuleNotFoundError as e:
-        if e.name != "sandbox.engine":
-            raise
-        from sandbox.errors import SandboxError
-
-        raise SandboxError("the training engine (sandbox/engine.py) is not available in this checkout") from None
 
 
 # --------------------------------------------------------------------------------------------------------- state
@@ -275,7 +213,8 @@ def _load_state(out: Path) -> dict:
 
 
 def _default_out(task) -> Path:
-    return stamped_dir(ROOT / "outputs" / "compare", task.name)
+    """``outputs/compare/<task>_<timestamp>`` under the working directory."""
+    return stamped_dir(Path("outputs") / "compare", task.name)
 
 
 def _resumable(run_dir: Path) -> bool:
@@ -307,16 +246,50 @@ def _interrupted(stopped: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------- main
+@dataclass
+class Comparison:
+    """What one compare.py command compares, from the flags or from ``OUT/state.json`` with ``--resume``."""
+
+    specs: list[str]  # the mixer specs, in the order given
+    seeds: list[int]
+    baseline: str | None
+    base: Any  # the RunConfig every run shares (mixer, name and out are set per run)
+    out: Path | None  # None: not chosen yet (the default needs the task)
+    state: dict | None  # None: a new comparison (state.json is written once everything checked out)
+    task: Any = None
+    root: Path | None = None  # the data root (None: the embedded images)
+    device: Any = None
+    plan: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)  # (spec, seed, run name) in run order
+    configs: list = dataclasses.field(default_factory=list)  # the RunConfig of each run of ``plan``
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sandbox.config import RunConfig, apply_overrides, config_dict
-    from sandbox.data import data_root
-    from sandbox.errors import OptionError, SandboxError
-    from sandbox.plugins import load_plugins
-    from sandbox.report import result_record
-    from sandbox.utils import resolve_device
+    check_args(args)
+    cmp = resumed_comparison(args) if args.resume else new_comparison(args)
+    check_setting(cmp)
+    plan_runs(cmp, args)
+    if cmp.state is None:  # the output folder: created only now that everything checked out
+        cmp.state = new_state(cmp, argv)
+    print_header(cmp)
+    if args.only:
+        choose_child_run(cmp, args.only)
+    elif args.jobs > 1:
+        code = _run_jobs(args, cmp.out, cmp.state, cmp.device)
+        if code:
+            return code
+    code = train_runs(cmp, args)
+    if code or args.only:
+        return code  # interrupted, or a --jobs child (the parent writes the report)
+    write_report(cmp.out, cmp.state, cmp.base, cmp.task, cmp.root, cmp.device, cmp.baseline, crop=args.crop)
+    return 0
 
-    # ---- settings: from the flags, or from OUT/state.json with --resume
+
+def check_args(args: argparse.Namespace) -> None:
+    """One-line errors for the command's own flags; with --resume, none of the flags that define a comparison."""
+    from sandbox.config import flag_fields, flag_of
+    from sandbox.errors import OptionError
+
     if args.crop < 8:
         raise OptionError(f"--crop {args.crop} is too small; expected at least 8 pixels")
     if args.jobs < 1:
@@ -327,160 +300,197 @@ def main(argv=None) -> int:
         raise OptionError("--only is for the processes --jobs starts; it needs --resume OUT")
     if args.resume:
         given = [flag for key, flag in SETTING_FLAGS.items() if getattr(args, key) not in (None, [])]
+        given += [flag_of(f.name) for f in flag_fields(RESERVED_KEYS + RESUME_MAY_CHANGE) if hasattr(args, f.name)]
         if given:
             raise OptionError(
                 f"--resume takes the comparison's settings from its state.json; drop {', '.join(given)} "
                 "(only --device, --plugin, --baseline, --crop and --no-progress may change)"
             )
-        out = Path(args.resume)
-        state = _load_state(out)
-        base = apply_overrides(RunConfig(), state["base_config"], "run config (state.json)")
-        plugins = tuple(dict.fromkeys([*base.plugins, *(plugin_path(p) for p in args.plugin)]))
-        base = dataclasses.replace(base, plugins=plugins, device=args.device or base.device)
-        for m in state["mixers"]:
-            m.setdefault("seed", base.seed)  # a version 1 state: one seed
-        specs = list(dict.fromkeys(m["spec"] for m in state["mixers"]))
-        seeds = list(dict.fromkeys(m["seed"] for m in state["mixers"]))
-        baseline = args.baseline or state.get("baseline") or specs[0]
-    else:
-        specs = [s for item in args.mixers for s in split_specs(item)] + [s.strip() for s in args.mixer if s.strip()]
-        base = base_config(args)
-        seeds = [base.seed + k for k in range(args.seeds or DEFAULT_SEEDS)]
-        baseline = args.baseline or (specs[0] if specs else None)
-        state = None
-        out = None
-    load_plugins(list(base.plugins))
-    check_mixer_names(specs)
-    if baseline not in specs:
-        raise OptionError(f"--baseline {baseline!r} is not one of the mixers compared: {', '.join(map(repr, specs))}")
-    task = build_task_of(base)
-    root = data_root(base.data_root)
-    if root is not None and base.data_root is None:  # from $SANDBOX_DATA: pinned, so --resume reads the same data
-        base = dataclasses.replace(base, data_root=str(root))
-    if root is None and (base.eval_sets or base.train_sets):
+
+
+def new_comparison(args: argparse.Namespace) -> Comparison:
+    """The comparison the flags describe: the mixers, the shared RunConfig, the seeds and the baseline."""
+    specs = [s for item in args.mixers for s in split_specs(item)] + [s.strip() for s in args.mixer if s.strip()]
+    base = base_config(args)
+    seeds = [base.seed + k for k in range(args.seeds or DEFAULT_SEEDS)]
+    baseline = args.baseline or (specs[0] if specs else None)
+    out = Path(args.out) if args.out else None
+    return Comparison(specs, seeds, baseline, base, out, state=None)
+
+
+def resumed_comparison(args: argparse.Namespace) -> Comparison:
+    """The comparison of ``--resume OUT``, from its state.json (``--device`` and ``--plugin`` may change)."""
+    from sandbox.config import RunConfig, apply_overrides
+
+    out = Path(args.resume)
+    state = _load_state(out)
+    base = apply_overrides(RunConfig(), state["base_config"], "run config (state.json)")
+    plugins = tuple(dict.fromkeys([*base.plugins, *(plugin_path(p) for p in args.plugin)]))
+    base = dataclasses.replace(base, plugins=plugins, device=getattr(args, "device", None) or base.device)
+    for m in state["mixers"]:
+        m.setdefault("seed", base.seed)  # a version 1 state: one seed
+    specs = list(dict.fromkeys(m["spec"] for m in state["mixers"]))
+    seeds = list(dict.fromkeys(m["seed"] for m in state["mixers"]))
+    baseline = args.baseline or state.get("baseline") or specs[0]
+    return Comparison(specs, seeds, baseline, base, out, state)
+
+
+def check_setting(cmp: Comparison) -> None:
+    """Check the mixers, the baseline, the task, the data and the device (filling ``task``, ``root``, ``device``);
+    a data root from $SANDBOX_DATA is pinned in the base config, so --resume reads the same data."""
+    from sandbox.data import data_root, list_images
+    from sandbox.engine import build_task_from
+    from sandbox.errors import OptionError
+    from sandbox.plugins import load_plugins
+    from sandbox.utils import resolve_device
+
+    load_plugins(list(cmp.base.plugins))
+    check_mixer_names(cmp.specs)
+    if cmp.baseline not in cmp.specs:
+        compared = ", ".join(map(repr, cmp.specs))
+        raise OptionError(f"--baseline {cmp.baseline!r} is not one of the mixers compared: {compared}")
+    cmp.task = build_task_from(cmp.base)
+    cmp.root = data_root(cmp.base.data_root)
+    if cmp.root is not None and cmp.base.data_root is None:
+        cmp.base = dataclasses.replace(cmp.base, data_root=str(cmp.root))
+    if cmp.root is None and (cmp.base.eval_sets or cmp.base.train_sets):
         raise OptionError(
             "eval_sets/train_sets name benchmark sets, which need a data root (--data-root or SANDBOX_DATA); "
             "without one the embedded default is used: leave them unset"
         )
-    if root is not None:
-        from sandbox.data import list_images
+    if cmp.root is not None:
+        for s in cmp.base.eval_sets or cmp.task.benchmarks:
+            list_images(s, cmp.root)  # one-line error for a missing or empty set
+    cmp.device = resolve_device(cmp.base.device)
 
-        for s in base.eval_sets or task.benchmarks:
-            list_images(s, root)  # one-line error for a missing or empty set
-    device = resolve_device(base.device)
-    engine = _engine()
-    if state is None:
-        if args.out:
-            out = Path(args.out)
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
-                raise OptionError(
-                    f"--out {str(out)!r} already exists and is not empty; it is never overwritten "
-                    f"(continue it with --resume {out}, or choose another --out)"
-                )
-        else:
-            out = _default_out(task)
-        # seed by seed: every mixer at the first seed, then the next seed, so that finished runs come in pairs
-        plan = [(spec, seed, _run_name(i, spec, seed, len(seeds))) for seed in seeds for i, spec in enumerate(specs, 1)]
+
+def plan_runs(cmp: Comparison, args: argparse.Namespace) -> None:
+    """The output folder (a new one must not exist or be empty), the runs in order and their configs; every
+    network is built once here, so nothing is trained or written before a mistake is reported."""
+    from sandbox.errors import OptionError
+
+    if cmp.state is not None:
+        cmp.plan = [(m["spec"], m["seed"], m["name"]) for m in cmp.state["mixers"]]
     else:
-        plan = [(m["spec"], m["seed"], m["name"]) for m in state["mixers"]]
-    runs = out / "runs"
-    configs = [dataclasses.replace(base, mixer=spec, seed=seed, out=str(runs), name=name) for spec, seed, name in plan]
-    check_runs(configs[: len(specs)], task, engine)  # every network built once: nothing is trained or written before
+        if cmp.out is not None and cmp.out.exists() and (not cmp.out.is_dir() or any(cmp.out.iterdir())):
+            raise OptionError(
+                f"--out {str(cmp.out)!r} already exists and is not empty; it is never overwritten "
+                f"(continue it with --resume {cmp.out}, or choose another --out)"
+            )
+        cmp.out = cmp.out or _default_out(cmp.task)
+        # seed by seed: every mixer at the first seed, then the next seed, so that finished runs come in pairs
+        n = len(cmp.seeds)
+        cmp.plan = [(sp, seed, _run_name(i, sp, seed, n)) for seed in cmp.seeds for i, sp in enumerate(cmp.specs, 1)]
+    runs = str(cmp.out / "runs")
+    cmp.configs = [dataclasses.replace(cmp.base, mixer=sp, seed=seed, out=runs, name=nm) for sp, seed, nm in cmp.plan]
+    check_runs(cmp.configs[: len(cmp.specs)], cmp.task)
 
-    # ---- the output folder: created only now that everything checked out
-    if state is None:
-        out.mkdir(parents=True, exist_ok=True)
-        base_dict = config_dict(base)
-        state = {
-            "version": STATE_VERSION,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "argv": list(sys.argv[1:] if argv is None else argv),
-            "task": task.describe(),
-            "base_config": {k: v for k, v in base_dict.items() if k not in RESERVED_KEYS},
-            "seeds": seeds,
-            "baseline": baseline,
-            "mixers": [
-                {"spec": spec, "seed": seed, "name": name, "status": "pending", "result": None}
-                for spec, seed, name in plan
-            ],
-        }
-        _write_state(out, state)
+
+def new_state(cmp: Comparison, argv) -> dict:
+    """Create the output folder and its state.json: every (mixer, seed) pending."""
+    from sandbox.config import config_dict
+
+    cmp.out.mkdir(parents=True, exist_ok=True)
+    base_dict = config_dict(cmp.base)
+    state = {
+        "version": STATE_VERSION,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "task": cmp.task.describe(),
+        "base_config": {k: v for k, v in base_dict.items() if k not in RESERVED_KEYS},
+        "seeds": cmp.seeds,
+        "baseline": cmp.baseline,
+        "mixers": [
+            {"spec": sp, "seed": seed, "name": nm, "status": "pending", "result": None} for sp, seed, nm in cmp.plan
+        ],
+    }
+    _write_state(cmp.out, state)
+    return state
+
+
+def print_header(cmp: Comparison) -> None:
+    base = cmp.base
     budget = f"{base.budget_minutes:g} min per run" if base.budget_minutes is not None else "none"
     print(
-        f"comparing {len(specs)} mixer(s) x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}) on {task.name} "
-        f"{task.level}: arch {base.arch}, preset {base.preset}, iters {base.iters}, budget {budget}, device {device}\n"
-        f"output: {out}"
+        f"comparing {len(cmp.specs)} mixer(s) x {len(cmp.seeds)} seed(s) ({', '.join(map(str, cmp.seeds))}) on "
+        f"{cmp.task.name} {cmp.task.level}: arch {base.arch}, preset {base.preset}, iters {base.iters}, "
+        f"budget {budget}, device {cmp.device}\noutput: {cmp.out}"
     )
 
-    if args.only:
-        names = [name for _, _, name in plan]
-        if args.only not in names:
-            raise OptionError(f"--only {args.only!r} is not a run of {out}; expected one of {', '.join(names)}")
-        state["_child"] = args.only
-    elif args.jobs > 1:
-        code = _run_jobs(args, out, state, device)
-        if code:
-            return code
 
-    # ---- train each (mixer, seed) in turn
-    n = len(state["mixers"])
-    diverged_error = getattr(engine, "TrainingDiverged", None)
-    for i, (entry, cfg) in enumerate(zip(state["mixers"], configs), 1):
-        spec, what = entry["spec"], f"{entry['spec']} (seed {entry['seed']})"
+def choose_child_run(cmp: Comparison, name: str) -> None:
+    """A --jobs child trains the one run ``name`` and writes only its own state entry."""
+    from sandbox.errors import OptionError
+
+    names = [nm for _, _, nm in cmp.plan]
+    if name not in names:
+        raise OptionError(f"--only {name!r} is not a run of {cmp.out}; expected one of {', '.join(names)}")
+    cmp.state["_child"] = name
+
+
+def train_runs(cmp: Comparison, args: argparse.Namespace) -> int:
+    """Train each (mixer, seed) in turn, skipping finished ones; 130 when a run was interrupted, else 0."""
+    n = len(cmp.state["mixers"])
+    for i, (entry, cfg) in enumerate(zip(cmp.state["mixers"], cmp.configs), 1):
+        what = f"{entry['spec']} (seed {entry['seed']})"
         if args.only and entry["name"] != args.only:
             continue
         if entry["status"] in ("finished", "diverged") and entry.get("result"):
             print(f"[{i}/{n}] {what}: {entry['status']} earlier, skipped")
             continue
-        run_dir = runs / entry["name"]
-        resume = None
-        done = _finished_record(run_dir) if run_dir.exists() else None
-        if done is not None and done.get("stopped") != "interrupted":
-            print(f"[{i}/{n}] {what}: {run_dir} finished earlier (results.json), not trained again")
-            record = result_record(done)
-        else:
-            if run_dir.exists():
-                if _resumable(run_dir):
-                    resume = run_dir
-                else:
-                    moved = _set_aside(run_dir)
-                    print(f"[{i}/{n}] {what}: {run_dir} has no checkpoint to resume; moved to {moved.name}")
-            entry["status"] = "running"
-            _write_state(out, state)
-            print(f"\n[{i}/{n}] {what}: {'resuming ' + str(run_dir) if resume else 'training'}", flush=True)
-            try:
-                result = engine.train(cfg, resume=resume, progress=not args.no_progress)
-            except SandboxError as e:
-                if diverged_error is None or not isinstance(e, diverged_error):
-                    print(_stopped_hint(what, out), file=sys.stderr)
-                    raise
-                print(f"[{i}/{n}] {what}: diverged: {e}", file=sys.stderr)
-                record = {"config": config_dict(cfg), "stopped": "nan", "run_dir": str(run_dir), "note": str(e)}
-                entry.update(status="diverged", result=result_record(record))
-                entry["result"]["label"] = spec
-                _write_state(out, state)
-                continue
-            except BaseException:
-                print(_stopped_hint(what, out), file=sys.stderr)
-                raise
-            record = result_record(result)
-        record["label"] = spec
+        record = train_one(cmp, args, entry, cfg, f"[{i}/{n}] {what}")
+        if record is None:  # diverged: recorded without scores
+            continue
+        record["label"] = entry["spec"]
         entry["result"] = record
         if _interrupted(record.get("stopped")):
             entry["status"] = "interrupted"
-            _write_state(out, state)
-            print(_stopped_hint(what, out, f"was interrupted at iteration {record.get('step')}"), file=sys.stderr)
+            _write_state(cmp.out, cmp.state)
+            print(_stopped_hint(what, cmp.out, f"was interrupted at iteration {record.get('step')}"), file=sys.stderr)
             return 130
         entry["status"] = "finished"
-        _write_state(out, state)
+        _write_state(cmp.out, cmp.state)
         first = next(iter(record["final"].items()), None)
         score = f"PSNR {first[1].get('psnr', float('nan')):.2f} dB on {first[0]}, " if first else ""
         print(f"[{i}/{n}] {what}: {score}{record.get('step')} iterations (stopped: {record.get('stopped')})")
-
-    if args.only:
-        return 0  # the parent writes the report
-    write_report(out, state, base, task, root, device, baseline, crop=args.crop)
     return 0
+
+
+def train_one(cmp: Comparison, args: argparse.Namespace, entry: dict, cfg, prefix: str) -> dict | None:
+    """The result record of one run: read back when its run directory finished earlier, else trained (resumed from
+    its last.pth when there is one); None when training diverged (the entry is then marked so)."""
+    import sandbox.engine as engine
+    from sandbox.config import config_dict
+    from sandbox.report import result_record
+
+    run_dir = cmp.out / "runs" / entry["name"]
+    done = _finished_record(run_dir) if run_dir.exists() else None
+    if done is not None and done.get("stopped") != "interrupted":
+        print(f"{prefix}: {run_dir} finished earlier (results.json), not trained again")
+        return result_record(done)
+    resume = None
+    if run_dir.exists():
+        if _resumable(run_dir):
+            resume = run_dir
+        else:
+            moved = _set_aside(run_dir)
+            print(f"{prefix}: {run_dir} has no checkpoint to resume; moved to {moved.name}")
+    entry["status"] = "running"
+    _write_state(cmp.out, cmp.state)
+    print(f"\n{prefix}: {'resuming ' + str(run_dir) if resume else 'training'}", flush=True)
+    what = f"{entry['spec']} (seed {entry['seed']})"
+    try:
+        return result_record(engine.train(cfg, resume=resume, progress=not args.no_progress))
+    except engine.TrainingDiverged as e:
+        print(f"{prefix}: diverged: {e}", file=sys.stderr)
+        record = {"config": config_dict(cfg), "stopped": "nan", "run_dir": str(run_dir), "note": str(e)}
+        entry.update(status="diverged", result=result_record(record))
+        entry["result"]["label"] = entry["spec"]
+        _write_state(cmp.out, cmp.state)
+        return None
+    except BaseException:
+        print(_stopped_hint(what, cmp.out), file=sys.stderr)
+        raise
 
 
 def _run_name(i: int, spec: str, seed: int, n_seeds: int) -> str:

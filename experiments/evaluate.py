@@ -1,10 +1,10 @@
 """Evaluate a network or a classical baseline on the standard benchmarks with the literature's protocol.
 
     python experiments/evaluate.py --arch dncnn:variant=s,sigma=25 --weights official --task denoise --sigma 25
-    python experiments/evaluate.py --weights runs/hco/checkpoints/best.pth --task denoise --sets Set12,BSD68
-    python experiments/evaluate.py --method bm3d --task denoise --sigma 25 --sets Set12
+    python experiments/evaluate.py --weights runs/hco/checkpoints/best.pth --task denoise --eval-sets Set12,BSD68
+    python experiments/evaluate.py --method bm3d --task denoise --sigma 25 --eval-sets Set12
     python experiments/evaluate.py --arch ffdnet:in_chans=3 --weights official --task denoise_color --sigma 50
-    python experiments/evaluate.py --weights runs/hco --weights runs/conv --sets Set12        # paired comparison
+    python experiments/evaluate.py --weights runs/hco --weights runs/conv --eval-sets Set12        # paired comparison
     python experiments/evaluate.py --weights "hco=runs/hco_s0,runs/hco_s1" --weights "conv=runs/conv_s0,runs/conv_s1"
     python experiments/evaluate.py --results outputs/compare/a/runs/01_hco --results outputs/sweeps/b/runs/x  # no eval
 
@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
 from sandbox.cli import add_plugin_arg, run_main  # noqa: E402
+from sandbox.config import field_help, set_names  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,7 +59,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--task", default="denoise", help="denoise, denoise_color, jpeg or jpeg_color (default denoise)")
     ap.add_argument("--sigma", type=float, default=None, help="noise level on the 0-255 scale (denoise tasks)")
     ap.add_argument("--quality", type=int, default=None, help="JPEG quality 1..100 (jpeg tasks)")
-    ap.add_argument("--sets", default=None, help="comma-separated benchmark sets (default: the task's standard sets)")
+    ap.add_argument(  # RunConfig.eval_sets' flag and meaning; --sets is its older name here
+        "--eval-sets",
+        "--sets",
+        dest="sets",
+        type=set_names,
+        default=None,
+        metavar="EVAL_SETS",
+        help=field_help("eval_sets") + " (default: all)",
+    )
     ap.add_argument("--data-root", default=None, help="data folder (default $SANDBOX_DATA; none: embedded images)")
     ap.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size (blended overlaps)")
     ap.add_argument("--tile-overlap", type=int, default=32)
@@ -92,7 +101,7 @@ def main(argv=None) -> int:
         options["quality"] = args.quality
     task = build_task(args.task, **options)
     root = data_root(args.data_root)
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else None
+    sets = list(args.sets) if args.sets else None
     groups = _groups(args.weights, "--weights")
     if args.results:
         if args.weights or args.method or args.arch:

@@ -29,36 +29,13 @@ if str(ROOT) not in sys.path:  # runnable from a plain checkout
 
 from sandbox.cli import add_plugin_arg, run_main  # noqa: E402
 
-# flag -> RunConfig field, for the flags that set one field as they are
-FLAG_FIELDS = {
-    "task": "task",
-    "sigma": "sigma",
-    "quality": "quality",
-    "arch": "arch",
-    "mixer": "mixer",
-    "preset": "preset",
-    "iters": "iters",
-    "budget_minutes": "budget_minutes",
-    "batch_size": "batch_size",
-    "patch_size": "patch_size",
-    "lr": "lr",
-    "device": "device",
-    "seed": "seed",
-    "out": "out",
-    "name": "name",
-    "data_root": "data_root",
-}
-
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The flags: one per RunConfig field declared with ``flag=True`` (``sandbox/config.py``), and the command's own."""
+    from sandbox.config import add_config_flags
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    what = ap.add_argument_group("what to train")
-    what.add_argument("--task", help="task name or spec: denoise (default), denoise_color, jpeg, jpeg_color")
-    what.add_argument("--sigma", type=float, help="noise level on the 0-255 scale (denoise tasks; default 25)")
-    what.add_argument("--quality", type=int, help="JPEG quality 1..100 (jpeg tasks; default 10)")
-    what.add_argument("--arch", help="network (default ir; python -m sandbox archs --family restoration)")
-    what.add_argument("--mixer", help="mixer name or 'name:key=value,...' (python -m sandbox mixers --options)")
-    what.add_argument("--preset", help="network preset: tiny, small, paper")
+    add_config_flags(ap, defaults={"eval_sets": "the task's first benchmark (Set12 for denoise), to keep a run short"})
     how = ap.add_argument_group("how")
     how.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of RunConfig fields")
     how.add_argument(
@@ -69,25 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="any RunConfig field, e.g. --set lr=1e-3 --set arch_options={'embed_dim':32}; repeatable; wins over all",
     )
-    how.add_argument("--iters", type=int, help="training iterations")
-    how.add_argument("--budget-minutes", type=float, help="stop training after this many minutes (evaluation excluded)")
-    how.add_argument("--batch-size", type=int)
-    how.add_argument("--patch-size", type=int)
-    how.add_argument("--lr", type=float)
-    how.add_argument("--seed", type=int)
-    how.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available; $SANDBOX_DEVICE)")
+    how.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pth")
+    how.add_argument("--no-progress", action="store_true", help="no progress bars")
     how.add_argument(
-        "--eval-sets",
-        help="benchmark sets of the final evaluation, comma-separated (e.g. Set12,BSD68), or 'all' for the task's\n"
-        "benchmarks; default: the task's first benchmark (Set12 for denoise) to keep the default run short",
-    )
-    how.add_argument("--data-root", help="data folder (default $SANDBOX_DATA; none: the embedded photographs)")
-    out = ap.add_argument_group("output")
-    out.add_argument("--out", help="parent folder of run directories (default runs)")
-    out.add_argument("--name", help="run directory name (default <arch>_<mixer>_<task>_<level>_<time>)")
-    out.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pth")
-    out.add_argument("--no-progress", action="store_true", help="no progress bars")
-    out.add_argument(
         "--engine",
         choices=["sandbox", "basicsr"],
         default="sandbox",
@@ -100,25 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    """RunConfig overrides in precedence order: --config, then the flags, then --set."""
-    from sandbox.config import parse_set
-    from sandbox.engine import load_config_file
+    """RunConfig overrides in precedence order: --config, then the flags, then --set; --plugin adds plugins."""
+    from sandbox.config import command_overrides
 
-    overrides = dict(load_config_file(args.config)) if args.config else {}
-    for flag, key in FLAG_FIELDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides[key] = value
-    if args.eval_sets is not None:
-        sets = tuple(s.strip() for s in args.eval_sets.split(",") if s.strip())
-        overrides["eval_sets"] = None if sets in ((), ("all",)) else sets
-    if args.plugin:
-        overrides["plugins"] = tuple(args.plugin)
-    sets = parse_set(args.sets)
-    if isinstance(overrides.get("arch_options"), dict) and "arch_options" in sets:
-        sets["arch_options"] = {**overrides["arch_options"], **sets["arch_options"]}
-    overrides.update(sets)
-    return overrides
+    plugins = {"plugins": tuple(args.plugin)} if args.plugin else {}
+    return command_overrides(args, args.config, args.sets, extra=plugins)
 
 
 def check_flags_apply(args: argparse.Namespace, config) -> None:
@@ -129,7 +76,7 @@ def check_flags_apply(args: argparse.Namespace, config) -> None:
     name, _ = parse_spec(config.arch, "network")
     accepted = ARCHS.entry(name).options()
     for flag, key in (("mixer", "--mixer"), ("preset", "--preset")):
-        if getattr(args, flag) is not None and flag not in accepted:
+        if getattr(args, flag, None) is not None and flag not in accepted:
             raise OptionError(f"network {name!r} takes no {flag}, so {key} would be ignored; use --arch ir for mixers")
 
 

@@ -27,14 +27,14 @@ the journal storage has no heartbeats). ``--trials N`` is the number of finished
 study refuses to resume with another study file, ``--seeds``, ``--seed`` or training options (``--report`` reads it
 whatever ``--seeds`` says).
 
-Outputs in ``--out`` (default outputs/sweeps/<study>): ablation.md, one row per setting: ``PSNR mean ± 95% CI``
-(across the seeds), ``Δ vs <baseline> [95% CI]`` (paired on seeds and images, ``*``: resolved; ``--baseline``, default
-the first setting of the study file), ``p (Holm)``, ``rank`` (settings that share a rank are not resolved from each
-other), SSIM, params, iterations, training minutes, pruned/failed trials, and under it the design's resolution (seed
-and image spread, the smallest resolvable difference, the seeds needed for 0.05 and 0.1 dB); ablation.csv (the same,
-machine-readable); forest.png (each difference with its interval); trials.csv; history.png/.html;
-importance.png/.html; and runs/ (one run directory per seed, each with its per_image.csv). Runs without per_image.csv
-(older studies) give mean ± std over the seeds instead, with a note.
+Outputs in ``--out`` (default outputs/sweeps/<study> in the working directory): ablation.md, one row per setting:
+``PSNR mean ± 95% CI`` (across the seeds), ``Δ vs <baseline> [95% CI]`` (paired on seeds and images, ``*``:
+resolved; ``--baseline``, default the first setting of the study file), ``p (Holm)``, ``rank`` (settings that share
+a rank are not resolved from each other), SSIM, params, iterations, training minutes, pruned/failed trials, and
+under it the design's resolution (seed and image spread, the smallest resolvable difference, the seeds needed for
+0.05 and 0.1 dB); ablation.csv (the same, machine-readable); forest.png (each difference with its interval);
+trials.csv; history.png/.html; importance.png/.html; and runs/ (one run directory per seed, each with its
+per_image.csv). Runs without per_image.csv (older studies) give mean ± std over the seeds instead, with a note.
 """
 
 from __future__ import annotations
@@ -49,29 +49,29 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-from sandbox.cli import add_plugin_arg, add_run_flags, run_main  # noqa: E402
+from sandbox.cli import add_plugin_arg, add_set_flag, run_main  # noqa: E402
 
 STUDY_DIR = ROOT / "experiments" / "sweeps"
+# RunConfig fields the sweep sets per trial run (the reason is the error for --set / a study file naming one); their
+# flags are the sweep's own (--seed: the first seed, and the sampler's) or absent
+RESERVED = {"seed": "use --seed", "name": "trial runs are named by the sweep"}
+NO_FLAG = ("name", "out")  # --out is the sweep's output folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from sandbox.config import add_config_flags
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--study", required=True, help="study name (experiments/sweeps/NAME.yaml) or a .yaml path")
     ap.add_argument("--trials", type=int, default=None, help="finished trials the study ends with (default 8)")
-    ap.add_argument("--task", default=None, help="denoise (default), denoise_color, jpeg, jpeg_color, or a spec")
-    ap.add_argument("--sigma", type=float, default=None, help="noise level on the 0-255 scale (denoise tasks)")
-    ap.add_argument("--quality", type=int, default=None, help="JPEG quality 1..100 (jpeg tasks)")
-    ap.add_argument("--preset", default=None, help="network preset of every trial (default: the study's, else tiny)")
-    budget = ap.add_mutually_exclusive_group()
-    budget.add_argument("--iters", type=int, default=None, help="training iterations per run")
-    budget.add_argument("--budget-minutes", type=float, default=None, help="wall-clock training budget per run")
     ap.add_argument(
         "--seeds",
         type=int,
         default=3,
         help="runs per trial, seeds SEED, SEED+1, ... (default 3: a 95%% interval across seeds for every setting)",
     )
-    ap.add_argument("--seed", type=int, default=0, help="first seed; also seeds the sampler (default 0)")
+    # the run settings of every trial; --seed is the first seed and the sampler's
+    add_config_flags(ap, exclude=NO_FLAG, defaults={"eval_sets": "the task's first benchmark"})
     ap.add_argument("--sampler", default=None, help="tpe, grid or random (default: grid for finite spaces, else tpe)")
     ap.add_argument(
         "--pruner",
@@ -112,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="seconds between heartbeats of a running trial; a trial silent for twice this is retried (default 60)",
     )
     ap.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died (default 2)")
-    add_run_flags(ap, "trial", "the task's first benchmark")
+    add_set_flag(ap, "trial")
     add_plugin_arg(ap)
     ap.add_argument("--out", default=None, help="output folder (default outputs/sweeps/<study name>)")
     ap.add_argument("--report", action="store_true", help="only write the tables and plots of the stored study")
@@ -123,9 +123,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def options_from(args: argparse.Namespace):
     """(StudySpec, SweepOptions) of the command line; everything is checked before anything is written."""
-    from sandbox.config import parse_set
-    from sandbox.data import data_root
-    from sandbox.errors import OptionError
     from sandbox.plugins import load_plugins, plugin_path
     from sandbox.registry import list_mixers
     from sandbox.sweep import (
@@ -138,45 +135,18 @@ def options_from(args: argparse.Namespace):
         storage_url,
     )
 
-    for flag, value, low in (
-        ("--trials", args.trials, 1),
-        ("--seeds", args.seeds, 1),
-        ("--workers", args.workers, 1),
-        ("--heartbeat", args.heartbeat, 1),
-        ("--max-retry", args.max_retry, 0),
-    ):
-        if value is not None and value < low:
-            raise OptionError(f"{flag} {value} is not valid; expected an integer >= {low}")
-    if args.budget_minutes is not None and not args.budget_minutes > 0:
-        raise OptionError(f"--budget-minutes {args.budget_minutes:g} is not valid; expected a positive number")
+    check_counts(args)
     plugins = [plugin_path(p) for p in args.plugin]
     load_plugins(plugins)
     spec = load_study_spec(args.study, STUDY_DIR, mixer_names=list_mixers())
-    overrides = parse_set(args.set, {"seed": "use --seed", "name": "trial runs are named by the sweep"})
-    flags = {
-        "task": args.task,
-        "sigma": args.sigma,
-        "quality": args.quality,
-        "preset": args.preset,
-        "iters": args.iters,
-        "budget_minutes": args.budget_minutes,
-        "device": args.device,
-    }
-    if args.budget_minutes is not None:
-        flags["iters"] = 10**9  # the budget ends each run (and its learning-rate schedule)
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    if args.eval_sets is not None:
-        overrides["eval_sets"] = tuple(s.strip() for s in args.eval_sets.split(",") if s.strip())
-    if args.data_root is not None:
-        overrides["data_root"] = str(data_root(args.data_root))
-    if plugins:
-        overrides["plugins"] = tuple(plugins)
+    overrides = trial_overrides(args, plugins)
     check_overrides(overrides, "command line")
     preflight(spec, overrides)
-    _sampler(args.sampler, spec, args.seed)  # names checked before anything is written
+    seed = getattr(args, "seed", 0)
+    _sampler(args.sampler, spec, seed)  # names checked before anything is written
     _pruner(args.pruner, args.prune_warmup, args.prune_margin)
     check_baseline(spec, args.baseline)  # finite studies: the grid's labels; others are checked by the report
-    out = Path(args.out or ROOT / "outputs" / "sweeps" / (args.study_name or spec.name)).resolve()
+    out = Path(args.out or Path("outputs") / "sweeps" / (args.study_name or spec.name)).resolve()  # under the cwd
     storage_url(args.storage, out)
     opts = SweepOptions(
         study=args.study,
@@ -185,7 +155,7 @@ def options_from(args: argparse.Namespace):
         storage=args.storage,
         study_name=args.study_name,
         seeds=args.seeds,
-        seed=args.seed,
+        seed=seed,
         sampler=args.sampler,
         pruner=args.pruner,
         prune_warmup=args.prune_warmup,
@@ -198,6 +168,58 @@ def options_from(args: argparse.Namespace):
         worker=args.worker_tag,
     )
     return spec, opts
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """One-line errors for counts below their minimum and for a training length given twice."""
+    from sandbox.errors import OptionError
+
+    for flag, value, low in (
+        ("--trials", args.trials, 1),
+        ("--seeds", args.seeds, 1),
+        ("--workers", args.workers, 1),
+        ("--heartbeat", args.heartbeat, 1),
+        ("--max-retry", args.max_retry, 0),
+    ):
+        if value is not None and value < low:
+            raise OptionError(f"{flag} {value} is not valid; expected an integer >= {low}")
+    if hasattr(args, "iters") and hasattr(args, "budget_minutes"):
+        raise OptionError("--iters and --budget-minutes exclude each other in a sweep; give one")
+    budget = getattr(args, "budget_minutes", None)
+    if budget is not None and not budget > 0:
+        raise OptionError(f"--budget-minutes {budget:g} is not valid; expected a positive number")
+
+
+def trial_overrides(args: argparse.Namespace, plugins: list[str]) -> dict:
+    """The RunConfig overrides every trial shares: the flags, then --set (:func:`sandbox.config.command_overrides`);
+    a budget ends each run (iters unbounded), the data root checked and absolute, ``--eval-sets all`` every
+    benchmark of the task (unset, a trial evaluates the first one)."""
+    from sandbox.config import command_overrides
+    from sandbox.data import data_root
+
+    overrides = command_overrides(args, sets=args.set, reserved=RESERVED)
+    if overrides.get("budget_minutes") is not None:
+        overrides["iters"] = 10**9  # the budget ends each run (and its learning-rate schedule)
+    if overrides.get("data_root") is not None:
+        overrides["data_root"] = str(data_root(overrides["data_root"]))
+    if plugins:
+        overrides["plugins"] = tuple(plugins)
+    if "eval_sets" in overrides and overrides["eval_sets"] is None:
+        overrides["eval_sets"] = all_benchmarks(overrides)
+    return overrides
+
+
+def all_benchmarks(overrides: dict) -> tuple[str, ...] | None:
+    """Every benchmark of the task of ``overrides`` as an explicit list (a trial's ``eval_sets=None`` would mean the
+    first one only); None without data (the embedded eval split)."""
+    from sandbox.data import data_root
+    from sandbox.engine import build_task_from
+    from sandbox.sweep import check_overrides
+
+    cfg = check_overrides(overrides, "command line")
+    if data_root(cfg.data_root) is None:
+        return None
+    return tuple(build_task_from(cfg).benchmarks) or None
 
 
 def preflight(spec, overrides: dict) -> None:

@@ -35,17 +35,15 @@ def add_plugin_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_run_flags(parser, each: str = "run", eval_default: str = "the task's benchmarks") -> None:
-    """The flags every multi-run command shares (compare.py, sweep.py): --eval-sets, --data-root, --device, --set."""
-    parser.add_argument("--eval-sets", default=None, help=f"comma-separated evaluation sets (default: {eval_default})")
-    parser.add_argument("--data-root", default=None, help="data folder (default $SANDBOX_DATA; none: embedded images)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+def add_set_flag(parser, each: str = "run") -> None:
+    """``--set KEY=VALUE`` (repeatable) of the multi-run commands (compare.py, sweep.py); their RunConfig flags come
+    from :func:`sandbox.config.add_config_flags`."""
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"RunConfig override for every {each} (lr=1e-3, arch_options.embed_dim=32); repeatable",
+        help=f"RunConfig override for every {each} (lr=1e-3, arch_options.embed_dim=32); repeatable; wins over all",
     )
 
 

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ SCORE = {"conv": 27.0, "hco": 28.5, "pool": 26.0, "identity": 25.0}  # fake fina
 def _load_compare():
     spec = importlib.util.spec_from_file_location("compare_script", ROOT / "experiments" / "compare.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 
@@ -110,14 +110,8 @@ class FakeTrain:
 
 @pytest.fixture
 def fake_engine(monkeypatch):
-    """Install a FakeTrain as sandbox.engine.train (a stub module if the real engine is not there yet)."""
-    try:
-        import sandbox.engine as engine
-    except ImportError:
-        engine = types.ModuleType("sandbox.engine")
-        engine.train = None
-        engine.TrainingDiverged = type("TrainingDiverged", (SandboxError,), {})
-        monkeypatch.setitem(sys.modules, "sandbox.engine", engine)
+    """Install a FakeTrain as sandbox.engine.train."""
+    import sandbox.engine as engine
 
     def install(fake):
         monkeypatch.setattr(engine, "train", fake)
@@ -519,3 +513,20 @@ def test_two_seed_compare_end_to_end_with_the_real_engine(tmp_path):
     rows = {r["mixer"]: r for r in _read_csv(tmp_path / "cmp" / "leaderboard.csv")}
     assert rows["conv"]["seeds"] == "2" and rows["identity"]["embedded_delta"] != ""
     assert "Δ vs conv [95% CI]" in r.stdout and "0.05 dB needs" in r.stdout
+
+
+def test_default_output_folder_is_under_the_working_directory(tmp_path, fake_engine, monkeypatch):
+    """Without --out the comparison goes to outputs/compare/<task>_<time> in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert compare.main(["--mixers", "conv", *ARGS]) == 0
+    (out,) = (tmp_path / "outputs" / "compare").iterdir()
+    assert out.name.startswith("denoise_") and (out / "leaderboard.md").is_file()
+    assert not any((ROOT / "outputs" / "compare").glob(f"{out.name}*"))
+
+
+def test_resume_refuses_run_setting_flags(tmp_path, fake_engine):
+    out = tmp_path / "cmp"
+    assert compare.main(["--mixers", "conv", *ARGS, "--out", str(out)]) == 0
+    with pytest.raises(OptionError, match=r"drop --eval-sets, --lr \(only --device"):
+        compare.main(["--resume", str(out), "--lr", "1e-3", "--eval-sets", "all"])
+    assert compare.main(["--resume", str(out), "--device", "cpu", "--no-progress", "--crop", "40"]) == 0
