@@ -159,9 +159,8 @@ def cmd_data_fetch(args) -> int:
     dest = Path(args.dest or os.environ.get("SANDBOX_DATA") or "data")
     report = fetch(dest, args.sets, mirror=args.mirror, retries=args.retries, progress=not args.quiet)
     extra = [
-        (report.resumed, "resumed"),
         (report.replaced, "corrupt file(s) replaced"),
-        (report.refetched, "downloaded again after a checksum mismatch"),
+        (report.refetched, "downloaded again after a dropped connection or a checksum mismatch"),
     ]
     print(
         f"{len(report.files)} files ok in {dest}: {len(report.downloaded)} downloaded ({_human(report.bytes)}), "
@@ -226,11 +225,13 @@ def add_data_parser(sub) -> None:
     p = sub.add_parser("data", help="fetch, verify and list benchmark sets, training sets and weights")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     sets_help = "comma-separated sets: " + ", ".join([*ALL_SETS, WEIGHTS]) + " or all (default: all)"
-    q = dsub.add_parser("fetch", help="download into --dest, resumable, each file checked against its sha256")
+    q = dsub.add_parser("fetch", help="download into --dest (pooch), each file checked against its sha256")
     q.add_argument("--sets", default=None, help=sets_help)
     q.add_argument("--dest", default=None, help="data root to fill (default: $SANDBOX_DATA, else ./data)")
     q.add_argument("--mirror", default=None, help=f"URL prefix (default: $SANDBOX_DATA_MIRROR, else {DEFAULT_MIRROR})")
-    q.add_argument("--retries", type=int, default=3, help="retries per file on a dropped connection (default 3)")
+    q.add_argument(
+        "--retries", type=int, default=3, help="retries per file after a dropped connection or bad checksum (default 3)"
+    )
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(fn=cmd_data_fetch)
     q = dsub.add_parser("verify", help="check the files of a data root against the embedded sha256")

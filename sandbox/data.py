@@ -1,4 +1,4 @@
-"""Data: the data root, the benchmark sets, reading images, the embedded default, and a verified, resumable downloader.
+"""Data: the data root, the benchmark sets, reading images, the embedded default, and a verified downloader.
 
 A data root holds ``benchmarks/<Set>/...``, ``train/<Set>/...``, ``weights/...`` and ``SHA256SUMS``. It is found
 from a ``--data-root`` flag, else ``$SANDBOX_DATA`` (:func:`data_root`), and filled or repaired with::
@@ -7,9 +7,9 @@ from a ``--data-root`` flag, else ``$SANDBOX_DATA`` (:func:`data_root`), and fil
     python -m sandbox data verify [--data-root DIR] [--sets ...]
     python -m sandbox data list [--data-root DIR]
 
-:func:`fetch` downloads every file from its source repository at a pinned commit (:mod:`sandbox.data_sources`),
-resumes partial ``.part`` files with HTTP Range requests, retries dropped connections, and moves a file into place
-only after its sha256 matched the checksum embedded in this package. Without a data root, :func:`embedded_images`
+:func:`fetch` downloads every file from its source repository at a pinned commit (:mod:`sandbox.data_sources`)
+with pooch, which retries dropped connections and moves a file into place only after its sha256 matched the
+checksum embedded in this package. Without a data root, :func:`embedded_images`
 gives scikit-image's bundled photographs, a smoke-test default whose numbers are not comparable to published tables.
 
     >>> from sandbox.data import data_root, list_images, read_image
@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import http.client
+import logging
 import os
+import re
 import time
-import urllib.error
-import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
-from .data_sources import DEFAULT_MIRROR, SOURCES, Source, set_of
+from .data_sources import DEFAULT_MIRROR, SOURCES, set_of
 from .errors import OptionError, SandboxError, UnknownNameError
 
 __all__ = [
@@ -386,29 +386,27 @@ def verify(root: str | os.PathLike, sets: str | Iterable[str] | None = None) -> 
 # ------------------------------------------------------------------------------------------------------------- fetch
 CHUNK = 1 << 16
 TIMEOUT_S = 60.0
-RETRY_WAIT_S = 1.0  # seconds before retry k: RETRY_WAIT_S * k
-RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}
+RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}  # statuses worth another attempt; any other fails at once
 USER_AGENT = "mixer-sandbox-data-fetch"
 
 
 @dataclass
 class FetchReport:
-    """What :func:`fetch` did. ``downloaded`` files all verified; ``resumed``, ``replaced`` and ``refetched`` are
-    subsets of it (continued from a ``.part`` with a Range request; an existing file with the wrong sha256 replaced;
-    downloaded twice because the first copy failed its checksum)."""
+    """What :func:`fetch` did. ``downloaded`` files all verified; ``replaced`` and ``refetched`` are subsets of it (an
+    existing file with the wrong sha256 replaced; downloaded more than once because an attempt was cut off or its
+    copy failed the checksum)."""
 
     dest: Path
     files: list[str] = field(default_factory=list)  # every file of the chosen sets
     present: list[str] = field(default_factory=list)  # already there with the right sha256: nothing downloaded
     downloaded: list[str] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     refetched: list[str] = field(default_factory=list)
-    bytes: int = 0  # bytes received
+    bytes: int = 0  # bytes received, the attempts that failed included
 
 
 class _Progress:
-    """Two tqdm bars (files, bytes with ETA), or nothing when progress is off or tqdm is not installed."""
+    """Two tqdm bars (files, bytes), or nothing when progress is off or tqdm is not installed."""
 
     def __init__(self, enabled: bool, files: int, nbytes: int | None):
         self.bars = []
@@ -435,72 +433,62 @@ class _Progress:
             bar.close()
 
 
-def _range_start(content_range: str | None) -> int | None:
-    """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
-    try:
-        return int(content_range.split()[1].split("-")[0]) if content_range else None
-    except (IndexError, ValueError):
-        return None
+class _ByteCounter:
+    """The progress bar pooch's ``HTTPDownloader`` drives during one attempt, feeding the report and the bytes bar.
+
+    pooch sets ``total``, calls ``update(chunk_size)`` per chunk (the last chunk is usually shorter), then, once the
+    body is complete, ``reset()`` and ``update(total)``: the count of a complete attempt is exact.
+    """
+
+    def __init__(self, report: FetchReport, bar: _Progress):
+        self.report, self.bar, self.total, self.n = report, bar, None, 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+        self.report.bytes += n
+        self.bar.add_bytes(n)
+
+    def reset(self) -> None:
+        self.update(-self.n)
+
+    def close(self) -> None:
+        self.n = 0  # the next attempt starts its own count
+
+
+class _Downloader:
+    """pooch's ``HTTPDownloader`` for one file, counting its attempts; a status no retry can cure (404, 403, ...) and
+    a malformed URL raise :class:`SandboxError` at once, which pooch does not retry."""
+
+    def __init__(self, counter: _ByteCounter):
+        import pooch
+
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        self.http = pooch.HTTPDownloader(progressbar=counter, chunk_size=CHUNK, timeout=TIMEOUT_S, headers=headers)
+        self.attempts = 0
+
+    def __call__(self, url: str, output_file, pooch_instance, check_only: bool = False):
+        import requests
+
+        self.attempts += 1
+        try:
+            return self.http(url, output_file, pooch_instance, check_only=check_only)
+        except requests.HTTPError as e:
+            status = e.response.status_code if e.response is not None else None
+            if status in RETRY_HTTP:
+                raise  # pooch retries it
+            reason = e.response.reason if e.response is not None else ""
+            raise SandboxError(f"download failed: {url} answered HTTP {status} {reason}".rstrip()) from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
+            raise SandboxError(f"download failed: {url!r} is not a valid URL (check --mirror)") from None
 
 
 def _reason(e: BaseException) -> str:
-    reason = getattr(e, "reason", None)
-    text = str(reason if reason is not None else e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text and text[0] else type(e).__name__
-
-
-def _download(url: str, part: Path, size: int | None, retries: int, on_bytes: Callable[[int], None]) -> bool:
-    """Complete ``part`` from ``url``, resuming what it holds with a Range request; True if a resume happened.
-
-    Dropped connections, time-outs and transient HTTP statuses are retried ``retries`` times, each time resuming from
-    what was written. A server that ignores the Range (200 instead of 206) makes the download restart.
-    """
-    resumed, failures = False, 0
-    while True:
-        have = part.stat().st_size if part.exists() else 0
-        if size is not None and have > size:  # longer than the file: garbage
-            part.unlink()
-            have = 0
-        if size is not None and have == size:
-            return resumed  # complete; the checksum decides
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        try:
-            request = urllib.request.Request(url, headers=headers)
-        except ValueError:
-            raise SandboxError(f"download failed: {url!r} is not a valid URL (check --mirror)") from None
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
-                status = getattr(resp, "status", None) or 200
-                start = _range_start(resp.headers.get("Content-Range"))
-                if status == 206 and (not have or start != have):
-                    part.unlink(missing_ok=True)  # a range we did not ask for: start over
-                    raise http.client.HTTPException(f"unexpected Content-Range {resp.headers.get('Content-Range')}")
-                mode, resumed = ("ab", True) if status == 206 else ("wb", resumed)
-                have = have if status == 206 else 0  # 200: the whole file (the server ignored the Range)
-                length = resp.headers.get("Content-Length")
-                end = have + int(length) if length and length.isdigit() else size
-                with open(part, mode) as f:
-                    for chunk in iter(lambda: resp.read(CHUNK), b""):
-                        f.write(chunk)
-                        on_bytes(len(chunk))
-            got = part.stat().st_size
-            if end is None or got >= end:
-                return resumed
-            reason = f"connection closed after {got} of {end} bytes"
-        except urllib.error.HTTPError as e:
-            if e.code == 416 and have:  # nothing after the .part: it is complete (or garbage; the checksum decides)
-                return resumed
-            if e.code not in RETRY_HTTP:
-                raise SandboxError(f"download failed: {url} answered HTTP {e.code} {e.reason}") from None
-            reason = f"HTTP {e.code} {e.reason}"
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            reason = _reason(e)
-        failures += 1
-        if failures > retries:
-            raise SandboxError(f"download failed: {url} ({reason}; gave up after {failures} attempts)")
-        time.sleep(RETRY_WAIT_S * failures)
+    """An exception in a few words: its type, then the system's reason if it has one (``ConnectionError: Connection
+    refused``), else the first line of its message."""
+    text = str(e).strip()
+    system = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)  # requests nests the socket error in a long message
+    text = system.group(1).strip() if system else (text.splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _write_sums(dest: Path, verified: Iterable[str]) -> None:
@@ -521,6 +509,35 @@ def _write_sums(dest: Path, verified: Iterable[str]) -> None:
     os.replace(tmp, sums)
 
 
+@contextmanager
+def _quiet_pooch():
+    """pooch logs a line per file at INFO ("Downloading file ..."); the progress bars say it already."""
+    import pooch
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _pooch_for(dest: Path, rels: list[str], mirror: str, retries: int):
+    """A ``pooch.Pooch`` over ``dest`` whose registry holds ``rels`` with their embedded sha256 and source URLs."""
+    try:
+        import pooch
+    except ImportError:
+        raise SandboxError("downloading needs pooch: pip install pooch (mixer-sandbox[restoration] has it)") from None
+    return pooch.create(
+        path=dest,
+        base_url=mirror + "/",
+        registry={rel: f"sha256:{SOURCES[rel].sha256}" for rel in rels},
+        urls={rel: SOURCES[rel].url(mirror) for rel in rels},
+        retry_if_failed=retries,
+    )
+
+
 def fetch(
     dest: str | os.PathLike,
     sets: str | Iterable[str] | None = None,
@@ -530,11 +547,14 @@ def fetch(
 ) -> FetchReport:
     """Download the files of ``sets`` (default: all; ``"weights"``: all weight files) into ``dest``, verified.
 
-    A file already present with the right sha256 is skipped; one with the wrong sha256 is fetched again. Each download
-    goes to ``<file>.part`` (resumed with a Range request if it exists, retried ``retries`` times on a dropped
-    connection) and is moved into place with ``os.replace`` only after its sha256 matched; a mismatch deletes it and
-    downloads once more, then raises naming the file. ``mirror`` defaults to ``$SANDBOX_DATA_MIRROR``, else
-    ``https://raw.githubusercontent.com``. ``dest/SHA256SUMS`` lists the verified files.
+    The transport is pooch's (``pooch.create`` over ``dest`` with each file's ``sha256:`` from the embedded checksums,
+    ``HTTPDownloader``): a file already present with the right sha256 is skipped; a missing one, or one with the wrong
+    sha256, is streamed to a temporary file beside it and moved into place only after its sha256 matched. A dropped
+    connection, a time-out, a transient HTTP status or a copy that fails its checksum is retried ``retries`` times
+    (pooch waits 1, 2, ... s between attempts), each time from the start: pooch does not resume, so an interrupted
+    download (a ``.part`` left by an earlier version of this downloader included) is downloaded again whole. Any
+    other failure raises :class:`SandboxError` naming the file. ``mirror`` defaults to ``$SANDBOX_DATA_MIRROR``,
+    else ``https://raw.githubusercontent.com``. ``dest/SHA256SUMS`` lists the verified files.
     """
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise OptionError(f"retries={retries!r} is not valid; expected an integer >= 0")
@@ -552,16 +572,19 @@ def fetch(
                 continue
             report.replaced.append(rel)
         todo.append(rel)
-    bar = _Progress(progress, len(todo), _bytes_to_come(dest, todo))
-
-    def on_bytes(n: int) -> None:
-        report.bytes += n
-        bar.add_bytes(n)
-
+    if not todo:
+        _write_sums(dest, report.present)
+        return report
+    store = _pooch_for(dest, todo, mirror, retries)
+    sizes = [SOURCES[rel].size for rel in todo]
+    bar = _Progress(progress, len(todo), None if None in sizes else sum(sizes))
+    for folder in sorted({(dest / rel).parent for rel in todo}):
+        _remove_stale_temps(folder)
     try:
-        for rel in todo:
-            _fetch_one(rel, SOURCES[rel], dest, mirror, retries, report, on_bytes)
-            bar.file_done()
+        with _quiet_pooch():
+            for rel in todo:
+                _fetch_one(store, rel, report, bar)
+                bar.file_done()
     finally:
         bar.close()
         if dest.is_dir():
@@ -569,44 +592,44 @@ def fetch(
     return report
 
 
-def _part(path: Path) -> Path:
-    return path.with_name(path.name + ".part")
+_POOCH_TEMP = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.NamedTemporaryFile's names (no data file is named so)
+STALE_TEMP_S = 60.0  # a temporary file untouched this long is no live download's (those write every chunk)
 
 
-def _bytes_to_come(dest: Path, rels: list[str]) -> int | None:
-    """Bytes left to download for ``rels`` (their sizes less what ``.part`` files hold); None if a size is unknown."""
-    total = 0
-    for rel in rels:
-        size = SOURCES[rel].size
-        if size is None:
-            return None
-        part = _part(dest / rel)
-        total += max(size - (part.stat().st_size if part.is_file() else 0), 0)
-    return total
+def _remove_stale_temps(folder: Path) -> None:
+    """Delete the temporary files of pooch's that killed downloads left in ``folder`` (pooch removes its own on any
+    error, but a killed process cannot)."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for p in folder.iterdir():
+        if _POOCH_TEMP.fullmatch(p.name) and p.is_file() and now - p.stat().st_mtime > STALE_TEMP_S:
+            p.unlink(missing_ok=True)
 
 
-def _fetch_one(
-    rel: str, src: Source, dest: Path, mirror: str, retries: int, report: FetchReport, on_bytes: Callable[[int], None]
-) -> None:
-    final = dest / rel
-    part = _part(final)
-    url = src.url(mirror)
+def _times(n: int, what: str) -> str:
+    return f"{n} {what}" + "s" * (n != 1)
+
+
+def _fetch_one(store, rel: str, report: FetchReport, bar: _Progress) -> None:
+    """Download ``rel`` through ``store`` (a ``pooch.Pooch``), recording it in ``report``; one-line errors."""
+    import requests
+
+    url = store.get_url(rel)
+    (report.dest / (rel + ".part")).unlink(missing_ok=True)  # left by an interrupted run of the earlier downloader
+    downloader = _Downloader(_ByteCounter(report, bar))
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        store.fetch(rel, downloader=downloader)
+    except ValueError:  # pooch's checksum mismatch, after its retries
+        raise SandboxError(
+            f"{rel}: the file from {url} does not match its sha256 {SOURCES[rel].sha256[:16]}... (downloaded "
+            f"{_times(downloader.attempts, 'time')}); the mirror serves different bytes"
+        ) from None
+    except requests.RequestException as e:
+        tries = _times(downloader.attempts, "attempt")
+        raise SandboxError(f"download failed: {url} ({_reason(e)}; gave up after {tries})") from None
     except OSError as e:
-        raise SandboxError(f"cannot create {str(final.parent)!r}: {_reason(e)}") from None
-    for attempt in (1, 2):
-        if _download(url, part, src.size, retries, on_bytes) and rel not in report.resumed:
-            report.resumed.append(rel)
-        digest = _sha256(part)
-        if digest == src.sha256:
-            os.replace(part, final)
-            report.downloaded.append(rel)
-            return
-        part.unlink()
-        if attempt == 1:
-            report.refetched.append(rel)
-    raise SandboxError(
-        f"{rel}: the file from {url} has sha256 {digest[:16]}..., expected {src.sha256[:16]}... (downloaded twice); "
-        "the mirror serves different bytes"
-    )
+        raise SandboxError(f"cannot write {str(report.dest / rel)!r}: {_reason(e)}") from None
+    report.downloaded.append(rel)
+    if downloader.attempts > 1:
+        report.refetched.append(rel)

@@ -17,6 +17,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -41,7 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _no_wait(monkeypatch):
-    monkeypatch.setattr(data, "RETRY_WAIT_S", 0.0)
+    import pooch.core
+
+    monkeypatch.setattr(pooch.core, "time", SimpleNamespace(sleep=lambda seconds: None))  # pooch's wait between tries
     monkeypatch.setattr(data, "TIMEOUT_S", 10.0)
 
 
@@ -70,6 +73,7 @@ class Mirror:
         self.corrupt_once: set[str] = set()  # url paths served with wrong bytes on their next request
         self.corrupt_always: set[str] = set()
         self.drop_once: set[str] = set()  # url paths whose next response stops half-way through the body
+        self.status_once: dict[str, int] = {}  # url path -> an error status answered to its next request
         self.ignore_range = False
         self.requests: list[tuple[str, str | None]] = []  # (url path, Range header)
         self.lock = threading.Lock()
@@ -87,6 +91,10 @@ class Mirror:
                     mirror.corrupt_once.discard(path)
                     drop = path in mirror.drop_once
                     mirror.drop_once.discard(path)
+                    status = mirror.status_once.pop(path, None)
+                if status is not None:
+                    self.send_error(status)
+                    return
                 from urllib.parse import unquote
 
                 body = mirror.files.get(unquote(path))
@@ -147,11 +155,18 @@ def _flip(path: Path, at: int = 100) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- fetch
-def test_fetch_set12_resumes_retries_and_verifies(mirror, source_bytes, tmp_path):
+def _leftovers(dest: Path) -> list[Path]:
+    """Files of ``dest`` that are no data file: partial downloads, pooch's temporary files."""
+    return [p for p in dest.rglob("*") if p.is_file() and p.name != "SHA256SUMS" and str(p.relative_to(dest))
+            not in SOURCES]  # fmt: skip
+
+
+def test_fetch_set12_retries_and_verifies(mirror, source_bytes, tmp_path):
     dest = tmp_path / "root"
-    corrupt, dropped, partial, stale = SET12[2], SET12[6], SET12[4], SET12[8]
+    corrupt, dropped, busy, partial, stale = SET12[2], SET12[6], SET12[7], SET12[4], SET12[8]
     mirror.corrupt_once.add(mirror.path_of(corrupt))
     mirror.drop_once.add(mirror.path_of(dropped))
+    mirror.status_once[mirror.path_of(busy)] = 503
     (dest / "benchmarks" / "Set12").mkdir(parents=True)
     half = len(source_bytes[partial]) // 2
     (dest / (partial + ".part")).write_bytes(source_bytes[partial][:half])  # an interrupted earlier run
@@ -162,15 +177,13 @@ def test_fetch_set12_resumes_retries_and_verifies(mirror, source_bytes, tmp_path
 
     assert data.verify(dest, "Set12").passed
     assert sorted(report.downloaded) == sorted(set(SET12))  # every file (the stale one replaced)
-    assert report.refetched == [corrupt]  # its first copy failed the checksum
-    assert len(mirror.requests_for(corrupt)) == 2
+    assert report.refetched == [corrupt, dropped, busy]  # a failed checksum, a cut connection, a 503: one more try
     assert report.replaced == [stale]
-    assert set(report.resumed) == {dropped, partial}
-    ranges = mirror.requests_for(dropped)
-    assert ranges[0] is None and ranges[1] == f"bytes={len(source_bytes[dropped]) // 2}-"
-    assert mirror.requests_for(partial) == [f"bytes={half}-"]
-    assert not list(dest.rglob("*.part"))
-    assert report.bytes == sum(len(source_bytes[r]) for r in SET12) + len(source_bytes[corrupt]) - half
+    for rel in (corrupt, dropped, busy):
+        assert mirror.requests_for(rel) == [None, None]  # pooch retries from the start
+    assert mirror.requests_for(partial) == [None]  # the partial file is downloaded again whole
+    assert not _leftovers(dest)
+    assert report.bytes >= sum(len(source_bytes[r]) for r in SET12) + len(source_bytes[corrupt])
     sums = (dest / "SHA256SUMS").read_text().splitlines()
     assert sums == [f"{SOURCES[r].sha256}  {r}" for r in SET12]
 
@@ -180,35 +193,36 @@ def test_fetch_set12_resumes_retries_and_verifies(mirror, source_bytes, tmp_path
     assert len(mirror.requests) == n  # nothing asked of the server
 
 
-def test_fetch_restarts_when_the_server_ignores_range(mirror, source_bytes, tmp_path):
-    rel = SET12[0]
-    mirror.ignore_range = True
-    part = tmp_path / (rel + ".part")
-    part.parent.mkdir(parents=True)
-    part.write_bytes(source_bytes[rel][:1000])
-    report = data.fetch(tmp_path, [Path(rel).parent.name], mirror=mirror.url, progress=False)
-    assert report.resumed == [] and rel in report.downloaded
-    assert mirror.requests_for(rel) == ["bytes=1000-"]  # asked for a range, got 200, wrote the whole file
-    assert (tmp_path / rel).read_bytes() == source_bytes[rel]
-
-
-def test_fetch_garbage_part_is_downloaded_again(mirror, source_bytes, tmp_path):
+def test_fetch_replaces_a_garbage_partial_file(mirror, source_bytes, tmp_path):
     rel = SET12[1]
     part = tmp_path / (rel + ".part")
     part.parent.mkdir(parents=True)
-    part.write_bytes(b"\0" * 5000)  # not a prefix of the file: the resumed copy fails its checksum
+    part.write_bytes(b"\0" * 5000)  # not a prefix of the file
     report = data.fetch(tmp_path, "Set12", mirror=mirror.url, progress=False)
-    assert rel in report.resumed and report.refetched == [rel]
-    assert mirror.requests_for(rel) == ["bytes=5000-", None]
-    assert (tmp_path / rel).read_bytes() == source_bytes[rel]
+    assert rel in report.downloaded and report.refetched == []
+    assert mirror.requests_for(rel) == [None]
+    assert (tmp_path / rel).read_bytes() == source_bytes[rel] and not _leftovers(tmp_path)
+
+
+def test_fetch_removes_stale_temporary_files_of_killed_downloads(mirror, tmp_path):
+    folder = tmp_path / "benchmarks" / "Set12"
+    folder.mkdir(parents=True)
+    stale, live = folder / "tmpab12_d34", folder / "tmpzz99zz99"  # pooch streams into such names
+    stale.write_bytes(b"half a download")
+    live.write_bytes(b"another process's download")
+    os.utime(stale, (1e9, 1e9))  # untouched for years
+    data.fetch(tmp_path, "Set12", mirror=mirror.url, progress=False)
+    assert not stale.exists() and live.exists()
 
 
 def test_fetch_persistent_mismatch_names_the_file(mirror, tmp_path):
     rel = SET12[3]
     mirror.corrupt_always.add(mirror.path_of(rel))
-    with pytest.raises(SandboxError, match=rf"{rel}: the file from {mirror.url}\S+ has sha256 .*downloaded twice"):
-        data.fetch(tmp_path, "Set12", mirror=mirror.url, progress=False)
-    assert not (tmp_path / rel).exists() and not (tmp_path / (rel + ".part")).exists()
+    match = rf"{rel}: the file from {mirror.url}\S+ does not match its sha256 \w+\.\.\. \(downloaded 2 times\)"
+    with pytest.raises(SandboxError, match=match) as e:
+        data.fetch(tmp_path, "Set12", mirror=mirror.url, retries=1, progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / rel).exists() and not _leftovers(tmp_path)
     assert len(mirror.requests_for(rel)) == 2
     # the files fetched before the failure are kept and listed
     listed = [line.split()[1] for line in (tmp_path / "SHA256SUMS").read_text().splitlines()]
@@ -220,13 +234,22 @@ def test_fetch_network_errors_are_one_line(mirror, tmp_path, monkeypatch):
     with pytest.raises(SandboxError, match=r"download failed: http://127\.0\.0\.1:\d+/\S+ answered HTTP 404") as e:
         data.fetch(tmp_path, "weights", mirror=mirror.url, progress=False)
     assert SOURCES[missing].path in str(e.value) and "\n" not in str(e.value)
+    assert len(mirror.requests_for(missing)) == 1  # a 404 is not retried
     url = mirror.url
     mirror.close()  # nothing listens there any more
-    with pytest.raises(SandboxError, match=rf"download failed: {url}/cszn/DnCNN/\S+ \(.*gave up after 2 attempts\)"):
+    gave_up = rf"download failed: {url}/cszn/DnCNN/\S+ \(.*gave up after 2 attempts\)"
+    with pytest.raises(SandboxError, match=gave_up) as e:
         data.fetch(tmp_path / "b", "Set12", mirror=url, retries=1, progress=False)
+    assert "\n" not in str(e.value)
     monkeypatch.setenv("SANDBOX_DATA_MIRROR", "nota://mirror")
-    with pytest.raises(SandboxError, match="download failed"):
+    with pytest.raises(SandboxError, match="download failed: 'nota://mirror/\\S+' is not a valid URL"):
         data.fetch(tmp_path / "c", "Set12", retries=0, progress=False)
+
+
+def test_fetch_progress_bars_count_files_and_bytes(mirror, source_bytes, tmp_path, capsys):
+    data.fetch(tmp_path, "Set12", mirror=mirror.url, progress=True)
+    err = capsys.readouterr().err
+    assert "files: 100%" in err and "12/12" in err and "bytes: 100%" in err  # bytes: the embedded sizes, all received
 
 
 def test_fetch_weights_through_the_cli(mirror, source_bytes, tmp_path, monkeypatch, capsys):
