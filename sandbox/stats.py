@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -467,12 +467,30 @@ def compare(
         n_boot: bootstrap resamples per difference.
         seed: the bootstrap's generator seed (the same resamples for every difference).
     """
-    from scipy import stats
+    names = list(scores)
+    baseline = names[0] if names and baseline is None else baseline
+    images = _common_images(scores, baseline)
+    settings = [_setting(scores, name, images) for name in names]
+    notes: list[str] = []
 
+    def diff(a: str, b: str) -> Difference:
+        return _difference(scores, a, b, images, n_boot, seed, notes)
+
+    differences = {name: diff(baseline, name) for name in names if name != baseline}
+    adjusted = holm([d.p for d in differences.values()])
+    for d, p in zip(differences.values(), adjusted):
+        d.p_holm = float(p)
+        d.resolved = _resolved(d, p, alpha)
+    ranks = _rank_groups(settings, baseline, differences, diff, alpha)
+    return Comparison(metric, settings, baseline, differences, ranks, len(images), alpha, unit, notes)
+
+
+def _common_images(scores: Scores, baseline: str | None) -> list[str]:
+    """The images every run was evaluated on; one-line errors for no settings, an unknown baseline, a setting
+    without runs, or runs on different images."""
     names = list(scores)
     if not names:
         raise OptionError("nothing to compare: no settings with results")
-    baseline = names[0] if baseline is None else baseline
     if baseline not in scores:
         raise OptionError(f"baseline {baseline!r} is not one of the settings: {', '.join(map(repr, names))}")
     images = None
@@ -492,47 +510,56 @@ def compare(
                     "every run on the same sets"
                 )
     assert images is not None
+    return images
 
-    settings = []
-    for name in names:
-        seeds = sorted(scores[name])
-        seed_means = _aligned(scores, name, seeds, images).mean(axis=1)  # (S,)
-        mean = float(seed_means.mean())
-        if len(seeds) > 1:
-            sem = float(stats.sem(seed_means))
-            low, high = stats.t.interval(0.95, len(seeds) - 1, loc=mean, scale=sem) if sem > 0 else (mean, mean)
-        else:
-            low = high = math.nan
-        settings.append(Setting(name, seeds, seed_means, mean, float(low), float(high)))
 
-    notes: list[str] = []
+def _setting(scores: Scores, name: str, images: Sequence[str]) -> Setting:
+    """One setting's mean over seeds and images with the 95% t-interval across its seeds' means."""
+    from scipy import stats
 
-    def diff(a: str, b: str) -> Difference:
-        common = sorted(set(scores[a]) & set(scores[b]))
-        if not common:
-            raise OptionError(f"settings {a!r} and {b!r} have no seed in common; pairing needs the same seeds")
-        if len(common) < max(len(scores[a]), len(scores[b])):
-            note = f"`{b}` vs `{a}` is paired on seeds {common} (the seeds both finished)."
-            if note not in notes:
-                notes.append(note)
-        return paired_difference(
-            _aligned(scores, a, common, images),
-            _aligned(scores, b, common, images),
-            n_boot,
-            seed,
-            names=(b, a),
-            seeds=common,
-        )
+    seeds = sorted(scores[name])
+    seed_means = _aligned(scores, name, seeds, images).mean(axis=1)  # (S,)
+    mean = float(seed_means.mean())
+    if len(seeds) > 1:
+        sem = float(stats.sem(seed_means))
+        low, high = stats.t.interval(0.95, len(seeds) - 1, loc=mean, scale=sem) if sem > 0 else (mean, mean)
+    else:
+        low = high = math.nan
+    return Setting(name, seeds, seed_means, mean, float(low), float(high))
 
-    differences = {name: diff(baseline, name) for name in names if name != baseline}
-    adjusted = holm([d.p for d in differences.values()])
-    for d, p in zip(differences.values(), adjusted):
-        d.p_holm = float(p)
-        d.resolved = _resolved(d, p, alpha)
 
-    # rank groups: descending mean; a setting joins its leader's group unless resolved from it (Holm over all pairs)
+def _difference(
+    scores: Scores, a: str, b: str, images: Sequence[str], n_boot: int, seed: int, notes: list[str]
+) -> Difference:
+    """``b`` minus ``a`` paired on the seeds both finished (a note in ``notes`` when that is not all of them)."""
+    common = sorted(set(scores[a]) & set(scores[b]))
+    if not common:
+        raise OptionError(f"settings {a!r} and {b!r} have no seed in common; pairing needs the same seeds")
+    if len(common) < max(len(scores[a]), len(scores[b])):
+        note = f"`{b}` vs `{a}` is paired on seeds {common} (the seeds both finished)."
+        if note not in notes:
+            notes.append(note)
+    return paired_difference(
+        _aligned(scores, a, common, images),
+        _aligned(scores, b, common, images),
+        n_boot,
+        seed,
+        names=(b, a),
+        seeds=common,
+    )
+
+
+def _rank_groups(
+    settings: list[Setting],
+    baseline: str,
+    differences: dict[str, Difference],
+    diff: Callable[[str, str], Difference],
+    alpha: float,
+) -> dict[str, int]:
+    """Rank groups: descending mean; a setting joins its leader's group unless resolved from it (Holm over all
+    pairs). The baseline's pairs reuse ``differences`` (sign aside); the others are computed by ``diff``."""
     by_mean = sorted(settings, key=lambda s: -s.mean)
-    pairs = {}  # (higher mean, lower mean) -> difference; the baseline's pairs are the rows above (sign aside)
+    pairs = {}  # (higher mean, lower mean) -> difference
     for i, a in enumerate(by_mean):
         for b in by_mean[i + 1 :]:
             known = differences.get(b.name) if a.name == baseline else None
@@ -549,7 +576,7 @@ def compare(
                 continue
         leader = st.name
         ranks[st.name] = position
-    return Comparison(metric, settings, baseline, differences, ranks, len(images), alpha, unit, notes)
+    return ranks
 
 
 # ---------------------------------------------------------------------------------------------------- from runs
