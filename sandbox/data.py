@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -406,10 +405,15 @@ class FetchReport:
 
 
 class _Progress:
-    """Two tqdm bars (files, bytes), or nothing when progress is off or tqdm is not installed."""
+    """Two tqdm bars (files, bytes) when ``enabled`` and tqdm is installed, and the byte count of ``report``.
 
-    def __init__(self, enabled: bool, files: int, nbytes: int | None):
-        self.bars = []
+    It is also the progress object pooch's ``HTTPDownloader`` drives during each attempt: pooch sets ``total``, calls
+    ``update(chunk_size)`` per chunk (the last one is usually shorter) and, once the body is complete, ``reset()`` then
+    ``update(total)``, so a complete attempt counts exactly; ``close()`` ends the attempt.
+    """
+
+    def __init__(self, report: FetchReport, enabled: bool, files: int, nbytes: int | None):
+        self.report, self.bars, self.total, self.attempt_bytes = report, [], None, 0
         if enabled and files:
             try:
                 from tqdm import tqdm
@@ -420,50 +424,36 @@ class _Progress:
                 tqdm(total=nbytes, desc="bytes", unit="B", unit_scale=True, unit_divisor=1024, position=1, leave=True),
             ]
 
+    def update(self, n: int) -> None:
+        self.attempt_bytes += n
+        self.report.bytes += n
+        if self.bars:
+            self.bars[1].update(n)
+
+    def reset(self) -> None:
+        self.update(-self.attempt_bytes)
+
+    def close(self) -> None:
+        self.attempt_bytes = 0
+
     def file_done(self) -> None:
         if self.bars:
             self.bars[0].update(1)
 
-    def add_bytes(self, n: int) -> None:
-        if self.bars:
-            self.bars[1].update(n)
-
-    def close(self) -> None:
+    def close_bars(self) -> None:
         for bar in self.bars:
             bar.close()
-
-
-class _ByteCounter:
-    """The progress bar pooch's ``HTTPDownloader`` drives during one attempt, feeding the report and the bytes bar.
-
-    pooch sets ``total``, calls ``update(chunk_size)`` per chunk (the last chunk is usually shorter), then, once the
-    body is complete, ``reset()`` and ``update(total)``: the count of a complete attempt is exact.
-    """
-
-    def __init__(self, report: FetchReport, bar: _Progress):
-        self.report, self.bar, self.total, self.n = report, bar, None, 0
-
-    def update(self, n: int) -> None:
-        self.n += n
-        self.report.bytes += n
-        self.bar.add_bytes(n)
-
-    def reset(self) -> None:
-        self.update(-self.n)
-
-    def close(self) -> None:
-        self.n = 0  # the next attempt starts its own count
 
 
 class _Downloader:
     """pooch's ``HTTPDownloader`` for one file, counting its attempts; a status no retry can cure (404, 403, ...) and
     a malformed URL raise :class:`SandboxError` at once, which pooch does not retry."""
 
-    def __init__(self, counter: _ByteCounter):
+    def __init__(self, progress: _Progress):
         import pooch
 
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        self.http = pooch.HTTPDownloader(progressbar=counter, chunk_size=CHUNK, timeout=TIMEOUT_S, headers=headers)
+        self.http = pooch.HTTPDownloader(progressbar=progress, chunk_size=CHUNK, timeout=TIMEOUT_S, headers=headers)
         self.attempts = 0
 
     def __call__(self, url: str, output_file, pooch_instance, check_only: bool = False):
@@ -507,20 +497,6 @@ def _write_sums(dest: Path, verified: Iterable[str]) -> None:
     tmp = sums.with_name("SHA256SUMS.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, sums)
-
-
-@contextmanager
-def _quiet_pooch():
-    """pooch logs a line per file at INFO ("Downloading file ..."); the progress bars say it already."""
-    import pooch
-
-    logger = pooch.get_logger()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _pooch_for(dest: Path, rels: list[str], mirror: str, retries: int):
@@ -575,18 +551,23 @@ def fetch(
     if not todo:
         _write_sums(dest, report.present)
         return report
-    store = _pooch_for(dest, todo, mirror, retries)
+    store = _pooch_for(dest, todo, mirror, retries)  # a one-line error if pooch is not installed
+    import pooch
+
     sizes = [SOURCES[rel].size for rel in todo]
-    bar = _Progress(progress, len(todo), None if None in sizes else sum(sizes))
+    bar = _Progress(report, progress, len(todo), None if None in sizes else sum(sizes))
     for folder in sorted({(dest / rel).parent for rel in todo}):
         _remove_stale_temps(folder)
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # pooch logs "Downloading file ..." per file at INFO; the bars say it already
     try:
-        with _quiet_pooch():
-            for rel in todo:
-                _fetch_one(store, rel, report, bar)
-                bar.file_done()
+        for rel in todo:
+            _fetch_one(store, rel, report, bar)
+            bar.file_done()
     finally:
-        bar.close()
+        logger.setLevel(level)
+        bar.close_bars()
         if dest.is_dir():
             _write_sums(dest, report.present + report.downloaded)
     return report
@@ -617,7 +598,7 @@ def _fetch_one(store, rel: str, report: FetchReport, bar: _Progress) -> None:
 
     url = store.get_url(rel)
     (report.dest / (rel + ".part")).unlink(missing_ok=True)  # left by an interrupted run of the earlier downloader
-    downloader = _Downloader(_ByteCounter(report, bar))
+    downloader = _Downloader(bar)
     try:
         store.fetch(rel, downloader=downloader)
     except ValueError:  # pooch's checksum mismatch, after its retries
