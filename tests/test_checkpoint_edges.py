@@ -78,3 +78,26 @@ def test_orphan_temps_of_a_target_are_removed_and_nothing_else(tmp_path):
     assert sorted(remove_orphan_temps(target)) == sorted(orphans)
     assert not any(p.exists() for p in orphans) and all(p.exists() for p in keep) and target.is_file()
     assert remove_orphan_temps(tmp_path / "missing" / "last.pth") == []
+
+
+def test_evaluate_weights_of_random_bytes_is_one_line(tmp_path):
+    """experiments/evaluate.py --weights <random bytes>: exit 2 with the not-a-checkpoint line, not the pickle one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "random.pth"
+    path.write_bytes(os.urandom(300))
+    script = Path(__file__).resolve().parents[1] / "experiments" / "evaluate.py"
+    env = {k: v for k, v in os.environ.items() if k != "SANDBOX_DATA"}
+    res = subprocess.run(
+        [sys.executable, str(script), "--arch", "ir", "--weights", str(path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    err = res.stderr.strip()
+    assert res.returncode == 2 and err.count("\n") == 0, err
+    assert "is not a PyTorch checkpoint" in err and "run code" not in err
