@@ -226,7 +226,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
     """Depthwise conv2d (groups = channels, stride 1, dilation 1, zero padding) with a hand-written backward.
 
     On CPU, PyTorch's backward of a depthwise convolution with a 5 x 5 or 7 x 7 kernel (``convolution_backward``)
-    took 10 to 18 times as long as its forward at batch 1 (measured at 64 to 256 px). Here both gradients are
+    takes many times as long as its forward at batch 1 (docs/common_layers.md). Here both gradients are
     convolutions:
 
     - grad_x = ``conv_transpose2d(g, w)``, the adjoint of the forward;
@@ -266,12 +266,8 @@ class _DepthwiseConv2d(torch.autograd.Function):
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``: the same module, parameters and state_dict keys, with the
     backward of :class:`_DepthwiseConv2d` on CPU for kernels larger than 3 x 3 whenever a gradient is needed (CUDA,
-    inference and 3 x 3 kernels keep PyTorch's own path).
-
-    Measured on the 2-core development CPU, forward+backward of the convolution alone, interleaved A/B
-    (``conv(x).backward(g)``, median of 5 rounds): with B = 1, C = 64 or 192 and 64 to 256 px, 5 x 5 and 7 x 7 take
-    0.27 to 0.47 of PyTorch's time; with B = 8 at 48 px, 0.90 to 1.03. PyTorch's 3 x 3 backward is faster than this
-    one (1.15 to 3.8x), so 3 x 3 keeps it.
+    inference and 3 x 3 kernels keep PyTorch's own path: its 3 x 3 backward is the faster one, the hand-written one
+    wins for larger kernels at small batches; measurements in docs/common_layers.md).
     """
 
     def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
@@ -329,8 +325,8 @@ def linear_cf(x: Tensor, layer: nn.Linear) -> Tensor:
     """Apply an ``nn.Linear(C_in, C_out)`` to the channels of (B, C_in, H, W) -> (B, C_out, H, W).
 
     Keeping the layer an ``nn.Linear`` keeps state_dict keys and shapes identical to the official channels-last code.
-    One batched GEMM over the flattened pixels: on CPU a 1 x 1 ``conv2d`` takes the slow im2col path (measured 1.3x
-    slower at inference and 1.7x slower forward + backward at 256 x 256 x 48).
+    One batched GEMM over the flattened pixels: on CPU a 1 x 1 ``conv2d`` takes the slower im2col path
+    (docs/common_layers.md).
     """
     b, c, h, w = x.shape
     weight = layer.weight.expand(b, -1, -1)  # (B, C_out, C_in)
