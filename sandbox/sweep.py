@@ -288,6 +288,9 @@ def load_study_spec(name_or_path: str, folder: Path, mixer_names: list[str] | No
 
 
 def _parse_param(name: str, d: Any, path: Path, text: str, mixer_names: list[str] | None) -> Param:
+    """One entry of ``params``: a mapping with ``settings``, ``choices`` (a bare list is choices) or ``low``/``high``;
+    ``key`` is the RunConfig field the value goes to (default for a range: the parameter's name when that is a
+    field, as ``lr: {low: 1.0e-4, high: 1.0e-3, log: true}``)."""
     line = _yaml_line(text, "params", name)
 
     def bad(msg: str) -> SweepError:
@@ -300,37 +303,55 @@ def _parse_param(name: str, d: Any, path: Path, text: str, mixer_names: list[str
     unknown = set(d) - PARAM_KEYS
     if unknown:
         raise bad(f"unknown key {sorted(unknown)[0]!r}; expected {', '.join(sorted(PARAM_KEYS))}")
-    key = d.get("key")
     if "settings" in d:
-        settings = d["settings"]
-        if not isinstance(settings, dict) or not settings or not all(isinstance(v, dict) for v in settings.values()):
-            raise bad("'settings' must map each label to a mapping of RunConfig overrides")
-        labels = {str(k): v for k, v in settings.items()}
-        return Param(name, "settings", choices=list(labels), settings=labels)
+        return _settings_param(name, d["settings"], bad)
     if "choices" in d:
-        choices = d["choices"]
-        if choices == "mixers":
-            if mixer_names is None:
-                raise bad("'choices: mixers' needs the mixer registry")
-            choices = list(mixer_names)
-        if not isinstance(choices, list) or not choices:
-            raise bad("'choices' must be a non-empty list (or 'mixers' for every registered mixer)")
-        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in choices):
-            raise bad("choices must be strings, numbers, booleans or null (Optuna stores them)")
-        return Param(name, "categorical", choices=choices, key=key)
+        return _choices_param(name, d["choices"], d.get("key"), mixer_names, bad)
     if "low" in d and "high" in d:
-        low, high = d["low"], d["high"]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
-            raise bad(f"low={low!r}, high={high!r} must be numbers with low <= high")
-        kind = d.get("type") or ("int" if isinstance(low, int) and isinstance(high, int) else "float")
-        if kind not in ("int", "float"):
-            raise bad(f"type={kind!r} is not valid; expected int or float")
-        if d.get("log") and low <= 0:
-            raise bad("a log range needs low > 0")
-        if key is None:
-            raise bad("a range needs 'key' (the RunConfig field it sets, e.g. lr or arch_options.embed_dim)")
-        return Param(name, kind, low=low, high=high, step=d.get("step"), log=bool(d.get("log")), key=key)
+        return _range_param(name, d, bad)
     raise bad("expected 'settings', 'choices', or 'low' and 'high'")
+
+
+def _settings_param(name: str, settings: Any, bad: Callable[[str], SweepError]) -> Param:
+    """A categorical over named settings, each a mapping of RunConfig overrides."""
+    if not isinstance(settings, dict) or not settings or not all(isinstance(v, dict) for v in settings.values()):
+        raise bad("'settings' must map each label to a mapping of RunConfig overrides")
+    labels = {str(k): v for k, v in settings.items()}
+    return Param(name, "settings", choices=list(labels), settings=labels)
+
+
+def _choices_param(
+    name: str, choices: Any, key: str | None, mixer_names: list[str] | None, bad: Callable[[str], SweepError]
+) -> Param:
+    """A categorical over values Optuna can store (``mixers``: every registered mixer)."""
+    if choices == "mixers":
+        if mixer_names is None:
+            raise bad("'choices: mixers' needs the mixer registry")
+        choices = list(mixer_names)
+    if not isinstance(choices, list) or not choices:
+        raise bad("'choices' must be a non-empty list (or 'mixers' for every registered mixer)")
+    if not all(v is None or isinstance(v, (str, int, float, bool)) for v in choices):
+        raise bad("choices must be strings, numbers, booleans or null (Optuna stores them)")
+    return Param(name, "categorical", choices=choices, key=key)
+
+
+def _range_param(name: str, d: dict[str, Any], bad: Callable[[str], SweepError]) -> Param:
+    """An int or float range (``log`` for a log scale, ``step`` for a grid step) into RunConfig field ``key``."""
+    low, high = d["low"], d["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
+        raise bad(f"low={low!r}, high={high!r} must be numbers with low <= high")
+    kind = d.get("type") or ("int" if isinstance(low, int) and isinstance(high, int) else "float")
+    if kind not in ("int", "float"):
+        raise bad(f"type={kind!r} is not valid; expected int or float")
+    if d.get("log") and low <= 0:
+        raise bad("a log range needs low > 0")
+    key = d.get("key") or (name if name in {f.name for f in dataclasses.fields(RunConfig)} else None)
+    if key is None:
+        raise bad(
+            "a range needs 'key' (the RunConfig field it sets, e.g. lr or arch_options.embed_dim), "
+            "or a RunConfig field as its name"
+        )
+    return Param(name, kind, low=low, high=high, step=d.get("step"), log=bool(d.get("log")), key=key)
 
 
 def check_overrides(overrides: dict[str, Any], where: str) -> RunConfig:
@@ -631,6 +652,35 @@ def _first_eval_psnr(result: Any) -> tuple[str, float]:
     return first, float(result.final[first]["psnr"])
 
 
+def frozen_trial(study, number: int):
+    """The stored :class:`optuna.trial.FrozenTrial` of trial ``number`` (its system attributes: ``fixed_params`` of an
+    enqueued trial, ``failed_trial`` of a retry; and the attributes callbacks set), by public API."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def _retry_of(frozen) -> int | None:
+    """The number of the failed trial that ``frozen`` retries (RetryFailedTrialCallback), or None."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+
+
+def _check_not_surplus(trial, frozen, opts: SweepOptions) -> None:
+    """Raise _Surplus when a sampled trial (not an enqueued grid point or retry) would take the study past
+    ``opts.trials``: another worker took the last slot between run_worker's count and this trial's start.
+    (Optuna's MaxTrialsCallback stops a study after a trial ends; this check is at the start, where parallel
+    workers race.)"""
+    if frozen.system_attrs.get("fixed_params"):
+        return
+    c = study_counts(trial.study)
+    if c["done"] + c["RUNNING"] - 1 + c["WAITING"] >= opts.trials:
+        trial.set_user_attr("surplus", True)
+        trial.set_user_attr("error", "surplus: another worker took the last trial")
+        raise _Surplus(f"surplus trial {trial.number}: the study already has {opts.trials} trials")
+
+
 def make_objective(spec: StudySpec, opts: SweepOptions, train_fn: Callable | None = None) -> Callable:
     """The objective: train ``opts.seeds`` runs of the trial's setting and return their mean PSNR."""
     import optuna
@@ -639,7 +689,6 @@ def make_objective(spec: StudySpec, opts: SweepOptions, train_fn: Callable | Non
 
     train_fn = train_fn or engine.train
     runs = (opts.out / "runs").resolve()
-    echo = print if opts.progress else (lambda _: None)
 
     def objective(trial: optuna.Trial) -> float:
         try:
@@ -652,80 +701,95 @@ def make_objective(spec: StudySpec, opts: SweepOptions, train_fn: Callable | Non
             raise
 
     def run_trial(trial: optuna.Trial) -> float:
-        study = trial.study
-        system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
-        if not system_attrs.get("fixed_params"):
-            c = study_counts(study)
-            if c["done"] + c["RUNNING"] - 1 + c["WAITING"] >= opts.trials:
-                trial.set_user_attr("surplus", True)
-                trial.set_user_attr("error", "surplus: another worker took the last trial")
-                raise _Surplus(f"surplus trial {trial.number}: the study already has {opts.trials} trials")
-        values = {p.name: p.suggest(trial) for p in spec.params}
-        label = spec.label(values)
-        trial.set_user_attr("setting", label)
-        trial.set_user_attr("host", socket.gethostname())
-        cfg = check_overrides(_merged(spec.overrides(values), opts.overrides), f"trial {trial.number} ({label})")
-        cfg = dataclasses.replace(cfg, out=str(runs))
-        cfg = engine.quick_eval_sets(cfg)
+        frozen = frozen_trial(trial.study, trial.number)
+        _check_not_surplus(trial, frozen, opts)
+        cfg, label = _trial_config(trial, spec, opts, runs)
         previous = list(trial.user_attrs.get("run_dirs", []))  # a retried trial carries the dead worker's runs
-        run_dirs: list[str] = []
-        results: list[dict[str, Any]] = []
-        trial.set_user_attr("seeds", [opts.seed + k for k in range(opts.seeds)])  # the report pairs runs on these
-        trial.set_user_attr("run_steps", int(cfg.iters))  # the patient pruner's warm-up is a share of this
-        budget_s = cfg.budget_minutes * 60.0 if cfg.budget_minutes else None
-        retry_of = system_attrs.get("failed_trial")
+        retry_of = _retry_of(frozen)
         if retry_of is not None:
             print(
                 f"{opts.worker}trial {trial.number} retries trial {retry_of} ({label}), resuming its runs", flush=True
             )
-        for s in range(opts.seeds):
-            seed = opts.seed + s
-            run_cfg = dataclasses.replace(cfg, seed=seed, name=f"trial{trial.number:04d}-seed{seed}")
-
-            def on_eval(step: int, metrics: dict, first: bool = s == 0) -> None:
-                if not first:
-                    return
-                if budget_s is not None and metrics.get("wall"):  # the iterations the budget is projected to reach
-                    share = max(step / cfg.iters, metrics["wall"] / budget_s)
-                    trial.set_user_attr("run_steps", min(int(cfg.iters), max(step, round(step / share))))
-                trial.report(metrics["psnr"], step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {step} (validation {metrics['psnr']:.2f} dB)")
-
-            old = Path(previous[s]) if s < len(previous) else None
-            if old is not None and (old / "results.json").is_file():
-                res = json.loads((old / "results.json").read_text())
-                run_dirs.append(str(old))
-                results.append(_summary_from_json(res))
-                continue
-            if old is not None and (old / "checkpoints" / "last.pth").is_file():
-                run_dirs.append(str(old))
-                trial.set_user_attr("run_dirs", run_dirs)
-                result = train_fn(None, on_eval=on_eval, resume=old, progress=opts.progress, echo=echo)
-            else:
-                # the run directory is named before training so that a worker killed mid-run leaves its path behind
-                run_dir = runs / run_cfg.name
-                if run_dir.exists():  # a finished or crashed run of an older study in this folder: never overwrite
-                    run_cfg = dataclasses.replace(run_cfg, name=f"{run_cfg.name}-{int(time.time())}")
-                    run_dir = runs / run_cfg.name
-                run_dirs.append(str(run_dir))
-                trial.set_user_attr("run_dirs", run_dirs)
-                result = train_fn(run_cfg, on_eval=on_eval, progress=opts.progress, echo=echo)
-            results.append(_summary(result))
-        psnrs = [r["psnr"] for r in results]
-        first = results[0]
-        trial.set_user_attr("run_dirs", run_dirs)
-        trial.set_user_attr("eval_set", first["eval_set"])
-        trial.set_user_attr("psnr_seeds", psnrs)
-        trial.set_user_attr("ssim", statistics.fmean(r["ssim"] for r in results))
-        trial.set_user_attr("params", first["params"])
-        trial.set_user_attr("macs_per_mpx", first["macs_per_mpx"])
-        trial.set_user_attr("train_minutes", statistics.fmean(r["train_minutes"] for r in results))
-        trial.set_user_attr("iters", statistics.fmean(r["iters"] for r in results))
-        trial.set_user_attr("iters_per_sec", statistics.fmean(r["iters_per_sec"] for r in results))
-        return statistics.fmean(psnrs)
+        run_dirs: list[str] = []
+        results = [
+            _run_seed(trial, cfg, s, previous[s] if s < len(previous) else None, run_dirs, runs, train_fn, opts)
+            for s in range(opts.seeds)
+        ]
+        return _record_trial(trial, results, run_dirs)
 
     return objective
+
+
+def _trial_config(trial, spec: StudySpec, opts: SweepOptions, runs: Path) -> tuple[RunConfig, str]:
+    """The RunConfig of the trial's setting (its values suggested now) and the setting's label; the attributes the
+    report and the pruner read are set on the trial."""
+    from . import engine
+
+    values = {p.name: p.suggest(trial) for p in spec.params}
+    label = spec.label(values)
+    trial.set_user_attr("setting", label)
+    trial.set_user_attr("host", socket.gethostname())
+    cfg = check_overrides(_merged(spec.overrides(values), opts.overrides), f"trial {trial.number} ({label})")
+    cfg = engine.quick_eval_sets(dataclasses.replace(cfg, out=str(runs)))
+    trial.set_user_attr("seeds", [opts.seed + k for k in range(opts.seeds)])  # the report pairs runs on these
+    trial.set_user_attr("run_steps", int(cfg.iters))  # the patient pruner's warm-up is a share of this
+    return cfg, label
+
+
+def _run_seed(
+    trial, cfg: RunConfig, s: int, old: str | None, run_dirs: list[str], runs: Path, train_fn: Callable, opts
+) -> dict[str, Any]:
+    """The summary of the trial's run of seed ``opts.seed + s``: read back when ``old`` (the dead worker's run of a
+    retried trial) finished, resumed when it has a checkpoint, else trained. The run directory is stored in the
+    trial's ``run_dirs`` before training, so a worker killed mid-run leaves its path behind."""
+    import optuna
+
+    seed = opts.seed + s
+    run_cfg = dataclasses.replace(cfg, seed=seed, name=f"trial{trial.number:04d}-seed{seed}")
+    budget_s = cfg.budget_minutes * 60.0 if cfg.budget_minutes else None
+    echo = print if opts.progress else (lambda _: None)
+
+    def on_eval(step: int, metrics: dict) -> None:
+        if s != 0:  # the first seed's run reports to the pruner
+            return
+        if budget_s is not None and metrics.get("wall"):  # the iterations the budget is projected to reach
+            share = max(step / cfg.iters, metrics["wall"] / budget_s)
+            trial.set_user_attr("run_steps", min(int(cfg.iters), max(step, round(step / share))))
+        trial.report(metrics["psnr"], step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (validation {metrics['psnr']:.2f} dB)")
+
+    old_dir = Path(old) if old is not None else None
+    if old_dir is not None and (old_dir / "results.json").is_file():
+        run_dirs.append(str(old_dir))
+        return _summary_from_json(json.loads((old_dir / "results.json").read_text()))
+    if old_dir is not None and (old_dir / "checkpoints" / "last.pth").is_file():
+        run_dirs.append(str(old_dir))
+        trial.set_user_attr("run_dirs", run_dirs)
+        return _summary(train_fn(None, on_eval=on_eval, resume=old_dir, progress=opts.progress, echo=echo))
+    run_dir = runs / run_cfg.name
+    if run_dir.exists():  # a finished or crashed run of an older study in this folder: never overwrite
+        run_cfg = dataclasses.replace(run_cfg, name=f"{run_cfg.name}-{int(time.time())}")
+        run_dir = runs / run_cfg.name
+    run_dirs.append(str(run_dir))
+    trial.set_user_attr("run_dirs", run_dirs)
+    return _summary(train_fn(run_cfg, on_eval=on_eval, progress=opts.progress, echo=echo))
+
+
+def _record_trial(trial, results: list[dict[str, Any]], run_dirs: list[str]) -> float:
+    """Store the runs' summaries on the trial; its value is the mean PSNR over the seeds."""
+    psnrs = [r["psnr"] for r in results]
+    first = results[0]
+    trial.set_user_attr("run_dirs", run_dirs)
+    trial.set_user_attr("eval_set", first["eval_set"])
+    trial.set_user_attr("psnr_seeds", psnrs)
+    trial.set_user_attr("ssim", statistics.fmean(r["ssim"] for r in results))
+    trial.set_user_attr("params", first["params"])
+    trial.set_user_attr("macs_per_mpx", first["macs_per_mpx"])
+    trial.set_user_attr("train_minutes", statistics.fmean(r["train_minutes"] for r in results))
+    trial.set_user_attr("iters", statistics.fmean(r["iters"] for r in results))
+    trial.set_user_attr("iters_per_sec", statistics.fmean(r["iters_per_sec"] for r in results))
+    return statistics.fmean(psnrs)
 
 
 def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -812,7 +876,7 @@ def run_worker(spec: StudySpec, opts: SweepOptions, train_fn: Callable | None = 
 
 def _echo_trial(study, t, echo: Callable[[str], None], worker: str) -> None:
     """One line per finished trial."""
-    t = study._storage.get_trial(t._trial_id)  # with the attributes set by the callbacks
+    t = frozen_trial(study, t.number)  # with the attributes set by the callbacks
     label = t.user_attrs.get("setting", t.params)
     if t.state.name == "COMPLETE":
         seeds = t.user_attrs.get("psnr_seeds", [])

@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -117,7 +118,7 @@ def test_mixer_study_includes_plugin_mixers(tmp_path):
         ("base: {mixer: hco}\nparms:\n  k: [1, 2]\n", "line 2: unknown key 'parms'"),
         ("params:\n  k:\n    chioces: [1, 2]\n", "line 2: parameter 'k': unknown key 'chioces'"),
         ("params:\n  lr: {low: 1.0e-3, high: 1.0e-4, key: lr}\n", "line 2: parameter 'lr': low="),
-        ("params:\n  lr: {low: 1.0e-4, high: 1.0e-3}\n", "needs 'key'"),
+        ("params:\n  rate: {low: 1.0e-4, high: 1.0e-3}\n", "needs 'key'"),
         ("params:\n  k:\n    settings:\n      a: {mixr: hco}\n", "has no field 'mixr'; did you mean 'mixer'?"),
         ("base: {mixer: 'hco:k={kk}'}\nparams:\n  k: {choices: [1]}\n", "placeholder {kk} names no parameter"),
     ],
@@ -427,3 +428,36 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_a_range_named_after_a_run_config_field_sets_that_field(tmp_path):
+    """The RunConfig declaration is the sweep's parameter name too: a range called lr goes to RunConfig.lr."""
+    path = tmp_path / "s.yaml"
+    path.write_text("params:\n  lr: {low: 1.0e-4, high: 1.0e-3, log: true}\n  iters: {low: 5, high: 9}\n")
+    spec = load_study_spec(str(path), STUDIES)
+    assert [(p.name, p.key) for p in spec.params] == [("lr", "lr"), ("iters", "iters")]
+    assert spec.overrides({"lr": 5e-4, "iters": 7}) == {"lr": 5e-4, "iters": 7}
+
+
+
+def test_sweep_uses_optuna_public_api_only():
+    source = (ROOT / "sandbox" / "sweep.py").read_text()
+    assert not re.search(r"\._storage\b|\._trial_id\b|\._system_attrs\b", source)
+
+
+def test_frozen_trial_gives_an_enqueued_trials_fixed_params_and_a_sampled_trial_none():
+    import optuna
+
+    from sandbox.sweep import frozen_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"x": 1})
+    seen = []
+
+    def objective(trial):
+        seen.append(frozen_trial(trial.study, trial.number).system_attrs.get("fixed_params"))
+        return trial.suggest_int("x", 0, 2)
+
+    study.optimize(objective, n_trials=2)
+    assert seen == [{"x": 1}, None]
