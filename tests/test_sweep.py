@@ -439,7 +439,6 @@ def test_a_range_named_after_a_run_config_field_sets_that_field(tmp_path):
     assert spec.overrides({"lr": 5e-4, "iters": 7}) == {"lr": 5e-4, "iters": 7}
 
 
-
 def test_sweep_uses_optuna_public_api_only():
     source = (ROOT / "sandbox" / "sweep.py").read_text()
     assert not re.search(r"\._storage\b|\._trial_id\b|\._system_attrs\b", source)
