@@ -69,7 +69,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from sandbox._alloc import enable_huge_pages  # noqa: E402
+from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, markdown_table, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.errors import OptionError  # noqa: E402
 
