@@ -228,10 +228,39 @@ def preflight(spec, overrides: dict) -> None:
     from sandbox.engine import build_task_from, check_config
     from sandbox.sweep import _merged, check_overrides
 
+    check_not_varied(spec, overrides)
     first = spec.grid()[0] if spec.finite else {p.name: p.choices[0] if p.choices else p.low for p in spec.params}
     cfg = check_overrides(_merged(spec.overrides(first), overrides), f"{spec.path.name} ({spec.label(first)})")
     check_config(cfg)
     build_task_from(cfg)
+
+
+def check_not_varied(spec, overrides: dict) -> None:
+    """A command-line setting would override what a study parameter varies (``--mixer conv`` on a study of mixers:
+    every trial the same network): refuse it in one line naming the flag and the parameter."""
+    from sandbox.config import flag_fields, flag_of
+    from sandbox.errors import OptionError
+
+    varied: dict[str, str] = {}  # dotted RunConfig key -> the parameter that sets it
+    for p in spec.params:
+        keys = [k for overrides_ in p.settings.values() for k in _dotted_keys(overrides_)] if p.settings else [p.key]
+        varied.update({k: p.name for k in keys if k and k not in varied})
+    flags = {f.name for f in flag_fields()}
+    for key in _dotted_keys(overrides):
+        if key in varied and key != "plugins":
+            given = f"{flag_of(key)} or --set {key}=..." if key in flags else f"--set {key}=..."
+            raise OptionError(
+                f"the command line sets {key} ({given}), which study parameter {varied[key]!r} varies; drop it, or "
+                "sweep a study file without that parameter"
+            )
+
+
+def _dotted_keys(overrides: dict) -> list[str]:
+    """The RunConfig keys an override mapping sets, ``arch_options`` by option (``arch_options.embed_dim``)."""
+    keys = []
+    for k, v in overrides.items():
+        keys += [f"{k}.{o}" for o in v] if k == "arch_options" and isinstance(v, dict) else [k]
+    return keys
 
 
 def _spawn_workers(argv: list[str], k: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -164,3 +165,23 @@ def test_a_bad_flag_value_is_one_line_from_argparse(capsys):
     with pytest.raises(SystemExit) as e:
         run.parse_args(["--lr", "fast"])
     assert e.value.code == 2 and "argument --lr: invalid float value: 'fast'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--mixer", "conv"], "sets mixer (--mixer or --set mixer=...), which study parameter 'k' varies"),
+        (["--set", "mixer=conv"], "sets mixer (--mixer or --set mixer=...), which study parameter 'k' varies"),
+    ],
+)
+def test_a_sweep_refuses_settings_that_its_study_varies(argv, message):
+    from sandbox.registry import list_mixers
+    from sandbox.sweep import load_study_spec
+
+    spec = load_study_spec("hco_k", sweep.STUDY_DIR, mixer_names=list_mixers())
+    with pytest.raises(OptionError, match=re.escape(message)):
+        sweep.preflight(spec, sweep.trial_overrides(sweep.parse_args(["--study", "hco_k", *argv]), []))
+    mixer_study = load_study_spec("mixer", sweep.STUDY_DIR, mixer_names=list_mixers())
+    with pytest.raises(OptionError, match=re.escape("sets arch_options.embed_dim (--set arch_options.embed_dim=...)")):
+        sweep.check_not_varied(mixer_study, {"arch_options": {"embed_dim": 8}})
+    sweep.check_not_varied(mixer_study, {"arch_options": {"depths": [1]}, "iters": 5})  # not varied: fine
