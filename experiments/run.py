@@ -1,20 +1,21 @@
 """Train one network on one task and evaluate it: the sandbox's main job.
 
-    python experiments/run.py                                   # the default CPU run (3 to 4 minutes on 2 cores)
+    python experiments/run.py                                   # the default run: tiny ir/hco on denoise, CPU-sized
     python experiments/run.py --mixer hyena_pixel --iters 2000 --preset small
     python experiments/run.py --task denoise_color --sigma 50 --mixer "conv:kernel_size=7" --batch-size 16
     python experiments/run.py --config my_run.yaml --set lr=1e-3 --set milestones=[0.5,0.8]
     python experiments/run.py --resume runs/<name>              # continue an interrupted run (same final result)
 
-Settings come from the RunConfig defaults (``sandbox/config.py``), then ``--config FILE.yaml``, then the flags, then
+Settings come from the RunConfig defaults (``sandbox/config.py``, where each field's declaration is also its flag
+here and in compare.py and sweep.py, with the help text), then ``--config FILE.yaml``, then the flags, then
 ``--set key=value`` (any RunConfig field; values are Python literals, else strings). Everything is checked and the
 network is built before the run directory ``<out>/<name>`` is created (never overwritten: ``<name>-2``, ...); it
 receives ``config.yaml``, ``checkpoints/{last,best}.pth``, ``metrics.jsonl``, ``results.{json,md}``,
-``per_image.csv`` (PSNR/SSIM per image, for paired comparisons) and ``crops.png``.
-Data comes from ``--data-root`` or ``$SANDBOX_DATA``; without either, scikit-image's photographs are used (numbers
-not comparable to published tables). With data, the final evaluation of this command defaults to the task's first
-benchmark (Set12 for denoise), which keeps the default run short; ``--eval-sets all`` evaluates all of them (the
-``RunConfig`` default ``eval_sets=None`` that ``sandbox.engine.train`` uses).
+``per_image.csv`` (PSNR/SSIM per image, for paired comparisons) and ``crops.png``. Data comes from ``--data-root``
+or ``$SANDBOX_DATA``; without either, scikit-image's photographs are used (numbers not comparable to published
+tables). With data, the final evaluation of this command defaults to the task's first benchmark (Set12 for denoise),
+which keeps the default run short; ``--eval-sets all`` evaluates all of them (the ``RunConfig`` default
+``eval_sets=None`` that ``sandbox.engine.train`` uses).
 """
 
 from __future__ import annotations

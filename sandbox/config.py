@@ -223,7 +223,7 @@ class RunConfig:
     )
     preset: str = setting(
         "tiny",
-        "network preset (restoration: paper, small, tiny); tiny keeps the default run ~5 min on CPU",
+        "network preset (restoration: paper, small, tiny); tiny keeps the default run short on CPU",
         group=WHAT,
         flag=True,
     )
