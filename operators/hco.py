@@ -22,7 +22,16 @@ from torch import Tensor, nn
 from sandbox.errors import SandboxError, check_choice, check_positive
 from sandbox.registry import register_mixer
 
-from ._common import DepthwiseConv2d, LayerNormCF, SizeCache, fp32, linear_cf, ln_cf_backward, ln_cf_forward
+from ._common import (
+    DepthwiseConv2d,
+    LayerNormCF,
+    SizeCache,
+    compiler_disable,
+    fp32,
+    linear_cf,
+    ln_cf_backward,
+    ln_cf_forward,
+)
 from ._fft import _on_scipy
 
 K_MODES = ("fixed", "learnable", "predicted", "predicted_shared")
@@ -603,7 +612,7 @@ class HeatConduction(nn.Module):
         return linear_cf(v, self.out_linear)  # (B, C, H, W)
 
 
-@torch.compiler.disable
+@compiler_disable
 def _heat_norm_gate(xz: Tensor, decay: Tensor, weight, bias, eps: float, path: str) -> Tensor:
     """:class:`_HeatNormGate` outside ``torch.compile``'s graphs: dynamo cannot trace its in-place buffer reuse (it
     stops with an aliasing error), so a compiled network breaks its graph here and runs the node eagerly."""
