@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from sandbox import build_mixer, resolve_device  # noqa: E402
+from sandbox import build_mixer, enable_huge_pages, resolve_device  # noqa: E402
 from sandbox.cli import run_main  # noqa: E402
 
 
@@ -38,6 +38,7 @@ def _time(fn, device: torch.device, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="32,64,128,256", help="square sizes in pixels, comma-separated")
     ap.add_argument("--dim", type=int, default=64, help="channels")

@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
+from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, add_set_flag, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.plugins import plugin_path  # noqa: E402
 
@@ -264,6 +265,7 @@ class Comparison:
 
 
 def main(argv=None) -> int:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     args = parse_args(argv)
     check_args(args)
     cmp = resumed_comparison(args) if args.resume else new_comparison(args)

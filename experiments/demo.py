@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from sandbox import build_mixer, list_mixers, load_plugins, resolve_device  # noqa: E402
+from sandbox import build_mixer, enable_huge_pages, list_mixers, load_plugins, resolve_device  # noqa: E402
 from sandbox.cli import add_plugin_arg, markdown_table, run_main  # noqa: E402
 from sandbox.errors import SandboxError  # noqa: E402
 
@@ -57,6 +57,7 @@ def save_grid(tiles: list[tuple[str, np.ndarray]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=96, help="side of the centre crop (pixels)")
     ap.add_argument("--dim", type=int, default=16, help="channels the image is lifted to")

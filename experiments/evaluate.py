@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
+from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, run_main  # noqa: E402
 from sandbox.config import field_help, set_names  # noqa: E402
 
@@ -84,6 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     args = parse_args(argv)
     from sandbox.data import data_root
     from sandbox.errors import OptionError

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import markdown_table, run_main  # noqa: E402
 
 DNCNN = "Zhang et al., DnCNN, TIP 2017"
@@ -71,6 +72,7 @@ ROWS = [
 
 
 def main(argv=None) -> int:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--only", default=None, help="comma-separated labels (DnCNN-S, DnCNN-B, CDnCNN-B, FFDNet, BM3D, DnCNN-3)"

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
+from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, run_main  # noqa: E402
 
 
@@ -82,6 +83,7 @@ def check_flags_apply(args: argparse.Namespace, config) -> None:
 
 
 def main(argv=None) -> int:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     args = parse_args(argv)
     import dataclasses
 

@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
     sys.path.insert(0, str(ROOT))
 
+from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, add_set_flag, run_main  # noqa: E402
 
 STUDY_DIR = ROOT / "experiments" / "sweeps"
@@ -291,6 +292,7 @@ def _spawn_workers(argv: list[str], k: int) -> int:
 
 
 def main(argv=None) -> int:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     from sandbox.sweep import dashboard_command, prepare_study, run_worker, study_counts, write_reports

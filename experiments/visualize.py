@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, markdown_table, run_main, stamped_dir  # noqa: E402
 from sandbox.errors import OptionError, SandboxError  # noqa: E402
 
@@ -666,6 +667,7 @@ COMMANDS = {"erf": cmd_erf, "heat": cmd_heat, "filters": cmd_filters, "k": cmd_k
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    enable_huge_pages()  # first: PyTorch reads the setting at its first CPU allocation (sandbox/_alloc.py)
     from sandbox import load_plugins, resolve_device
 
     args = parse_args(argv)
