@@ -640,7 +640,7 @@ def _run_jobs(args: argparse.Namespace, out: Path, state: dict, device) -> int:
         cmd += ["--no-progress", *(a for p in args.plugin for a in ("--plugin", p))]
         if gpus > 1:
             cmd += ["--device", f"cuda:{slot % gpus}"]
-        elif args.device:
+        elif getattr(args, "device", None):  # a RunConfig flag: absent when not given
             cmd += ["--device", args.device]
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         log = open(runs / f"{entry['name']}.log", "a", encoding="utf-8")  # noqa: SIM115 (closed when it exits)

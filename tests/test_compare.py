@@ -530,3 +530,27 @@ def test_resume_refuses_run_setting_flags(tmp_path, fake_engine):
     with pytest.raises(OptionError, match=r"drop --eval-sets, --lr \(only --device"):
         compare.main(["--resume", str(out), "--lr", "1e-3", "--eval-sets", "all"])
     assert compare.main(["--resume", str(out), "--device", "cpu", "--no-progress", "--crop", "40"]) == 0
+
+
+@pytest.mark.parametrize("device", [[], ["--device", "cpu"]])
+def test_jobs_children_get_the_device_only_when_given(tmp_path, fake_engine, monkeypatch, device):
+    """The parent starts one `compare.py --resume OUT --only NAME` per run (its Popen stubbed here)."""
+    import subprocess
+
+    started = []
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, cmd, **kwargs):
+            started.append(cmd)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Done)
+    monkeypatch.setattr(compare.time, "sleep", lambda s: None)
+    args = compare.parse_args(["--mixers", "conv,identity", *device, "--jobs", "2"])
+    state = {"mixers": [{"spec": m, "name": m, "status": "pending", "result": None} for m in ("conv", "identity")]}
+    assert compare._run_jobs(args, tmp_path, state, torch.device("cpu")) == 0
+    assert len(started) == 2 and all(("--device" in cmd) == bool(device) for cmd in started)
