@@ -136,10 +136,16 @@ def _field_is_tuple(tp: Any) -> bool:
     return any(_field_is_tuple(a) for a in typing.get_args(tp)) if origin is not None else False
 
 
+def _declared_parse(key: str) -> Callable[[str], Any] | None:
+    """The ``parse`` declared for RunConfig field ``key`` (how its flag reads text), if any."""
+    return next((f.metadata.get("parse") for f in dataclasses.fields(RunConfig) if f.name == key), None)
+
+
 def parse_set(items: Sequence[str], reserved: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``--set key=value`` items as RunConfig overrides, in order (a later item wins).
 
-    Values are Python literals, else strings; ``a,b`` gives a tuple for tuple fields (``eval_sets=Set12,BSD68``);
+    Values are Python literals, else strings; ``a,b`` gives a tuple for tuple fields (``eval_sets=Set12,BSD68``), and
+    a field with a declared ``parse`` reads the text as its flag does (``eval_sets=all``: every benchmark, None);
     ``arch_options.KEY=VALUE`` merges into ``arch_options``. ``reserved`` maps keys the caller sets itself to the
     reason given in the error. Keys and types are checked later by :func:`apply_overrides`.
     """
@@ -158,7 +164,10 @@ def parse_set(items: Sequence[str], reserved: Mapping[str, str] | None = None) -
             continue
         if reserved and key in reserved:
             raise OptionError(f"--set {key}=... is not allowed: {reserved[key]}")
-        if isinstance(value, str) and key in hints and _field_is_tuple(hints[key]):
+        parse = _declared_parse(key)
+        if parse is not None and isinstance(value, str):  # as the field's flag reads it (eval_sets=all: None)
+            value = parse(text.strip())
+        elif isinstance(value, str) and key in hints and _field_is_tuple(hints[key]):
             value = tuple(v.strip() for v in value.split(",") if v.strip())
         if key == "arch_options" and isinstance(value, dict):
             value = {**out.get("arch_options", {}), **value}

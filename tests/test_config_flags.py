@@ -20,6 +20,7 @@ from sandbox.config import (
     flag_fields,
     flag_of,
     load_config_file,
+    parse_set,
     set_names,
 )
 from sandbox.errors import OptionError
@@ -127,6 +128,12 @@ def test_evaluate_takes_eval_sets_with_the_same_meaning():
     assert evaluate.parse_args(["--method", "noisy", "--sets", "Set12"]).sets == ("Set12",)  # the older name
     assert evaluate.parse_args(["--method", "noisy", "--eval-sets", "all"]).sets is None
     assert set_names(" Set12 ,, BSD68 ") == ("Set12", "BSD68")
+
+
+def test_set_reads_eval_sets_as_the_flag_does():
+    assert parse_set(["eval_sets=all"]) == {"eval_sets": None}
+    assert parse_set(["eval_sets=Set12, BSD68"]) == {"eval_sets": ("Set12", "BSD68")}
+    assert parse_set(["train_sets=BSD400,WED"]) == {"train_sets": ("BSD400", "WED")}
 
 
 def test_yaml_keys_are_the_field_names(tmp_path):
