@@ -109,6 +109,9 @@ def apply_overrides(cfg: T, overrides: Mapping[str, Any], what: str = "config") 
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise OptionError(f"{what} has no field {key!r}; {hint}fields: {', '.join(fields)}")
+        parse = fields[key].metadata.get("parse")
+        if parse is not None and isinstance(value, str):  # text as the field's flag reads it (YAML eval_sets: all)
+            value = parse(value)
         ok, value = _type_ok(value, hints.get(key, Any))
         if not ok:
             raise OptionError(f"{key}={value!r} is not valid for {what}; expected {_describe(hints[key])}")

@@ -141,6 +141,8 @@ def test_yaml_keys_are_the_field_names(tmp_path):
     path.write_text("lr: 0.001\neval_sets: [Set12]\narch_options: {embed_dim: 16}\n")
     cfg = apply_overrides(RunConfig(), load_config_file(path))
     assert (cfg.lr, cfg.eval_sets, cfg.arch_options) == (1e-3, ("Set12",), {"embed_dim": 16})
+    path.write_text("eval_sets: all\n")  # as --eval-sets all
+    assert apply_overrides(RunConfig(eval_sets=("Set12",)), load_config_file(path)).eval_sets is None
     path.write_text("batch-size: 4\n")  # the flag's spelling is not a key
     with pytest.raises(OptionError, match="no field 'batch-size'; did you mean 'batch_size'"):
         apply_overrides(RunConfig(), load_config_file(path))
