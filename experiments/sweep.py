@@ -14,6 +14,11 @@ Studies are YAML files in experiments/sweeps/ (``--study NAME``) or anywhere (``
 split without data). Seed k gives every setting the same patches, noise draws and initialisation, so the report
 compares settings paired on seeds and images.
 
+The run settings every trial shares are RunConfig's flags (``--task``, ``--iters``, ``--lr``, ``--eval-sets``, ...,
+declared once in ``sandbox/config.py`` and the same as run.py's and compare.py's), then ``--set key=value``; one that
+a study parameter varies is refused. ``--seed`` is the first seed and the sampler's. ``--eval-sets A,B`` evaluates
+those sets and scores the first; ``--eval-sets all`` every benchmark of the task (scored on the first).
+
 Pruning: ``--pruner patient`` (default) prunes no trial before ``--prune-warmup`` of its iterations (0.5), and then
 only one more than ``--prune-margin`` dB (0.1; at least the resolvable difference: the validation PSNR is on 4 centre
 crops) below the median of at least 2 completed trials at the same validation step. ``--pruner median`` is Optuna's
