@@ -103,7 +103,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     add_set_flag(how, "run")
     add_plugin_arg(ap)
-    ap.add_argument("--out", default=None, help="output folder (default outputs/compare/<task>_<timestamp>)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default outputs/compare/<task>_<timestamp> in the working directory)",
+    )
     ap.add_argument("--resume", default=None, metavar="OUT_DIR", help="continue an unfinished comparison")
     ap.add_argument(
         "--baseline", default=None, metavar="MIXER", help="the mixer the differences are taken to (default: the first)"
