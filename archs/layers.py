@@ -6,9 +6,10 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from sandbox.errors import OptionError
+from sandbox.errors import OptionError, SandboxError
+from sandbox.registry import stage_shared_modules
 
-__all__ = ["DropPath", "block_specs"]
+__all__ = ["DropPath", "block_specs", "share_across_stage"]
 
 
 def block_specs(
@@ -45,6 +46,15 @@ def block_specs(
         else:
             specs.append([spec] * depth)
     return specs
+
+
+def share_across_stage(stage: nn.Module, blocks: Sequence[nn.Module], size: int) -> None:
+    """Register on ``stage`` the modules the mixers in its ``blocks`` share (the mixers' ``share_across_stage``
+    hooks, see ``sandbox.registry.register_mixer``), each under the key its hook gives (hco: ``freq_embed``)."""
+    for key, module in stage_shared_modules(blocks, size).items():
+        if hasattr(stage, key):
+            raise SandboxError(f"stage-shared key {key!r} clashes with {type(stage).__name__}.{key}; pick another key")
+        setattr(stage, key, module)
 
 
 class DropPath(nn.Module):

@@ -50,12 +50,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from operators._common import LayerNormCF, StarReLU, linear_cf
-from operators.hco import share_frequency_embedding
 from sandbox.config import apply_overrides
 from sandbox.errors import OptionError, check_choice, check_int, check_positive
 from sandbox.registry import build_mixer, register_arch
 
-from .layers import DropPath, block_specs
+from .layers import DropPath, block_specs, share_across_stage
 
 __all__ = [
     "MetaFormerConfig",
@@ -227,15 +226,14 @@ class HeatBlock(MetaFormerBlock):
 
 
 class Stage(nn.Module):
-    """The blocks of one stage; owns the stage's shared frequency value embedding (``freq_embed``), if any."""
+    """The blocks of one stage; owns what its mixers share across the stage (their ``share_across_stage`` hooks:
+    hco's frequency value embedding ``freq_embed``), if anything."""
 
     def __init__(self, blocks: Sequence[nn.Module], embed_size: int | None) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-        if embed_size is not None:
-            embed = share_frequency_embedding(self.blocks, embed_size)
-            if embed is not None:
-                self.freq_embed = embed  # one FVE, bound to every hco(k_mode="predicted_shared") block of the stage
+        if embed_size is not None:  # e.g. one FVE, bound to every hco(k_mode="predicted_shared") block of the stage
+            share_across_stage(self, self.blocks, embed_size)
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.blocks:

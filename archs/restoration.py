@@ -35,13 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from operators._common import LayerNormCF, linear_cf
-from operators.hco import share_frequency_embedding
 from sandbox.config import apply_overrides
 from sandbox.errors import OptionError, SandboxError, check_int
 from sandbox.inference import blend_window, self_ensemble, tiled_forward  # re-exported: the helpers live in the core
-from sandbox.registry import MIXERS, build_mixer, parse_spec, register_arch
+from sandbox.registry import build_mixer, mixer_block_defaults, mixer_pad_multiple, parse_spec, register_arch
 
-from .layers import DropPath, block_specs
+from .layers import DropPath, block_specs, share_across_stage
 
 __all__ = [
     "IRConfig",
@@ -138,7 +137,8 @@ class BlockStack(nn.Module):
 
 
 class ResidualGroup(nn.Module):
-    """x + conv(blocks(x)) (SwinIR's RSTB). Owns the shared frequency embedding of its HCO blocks, if any."""
+    """x + conv(blocks(x)) (SwinIR's RSTB). Owns what its mixers share across the group (their
+    ``share_across_stage`` hooks: ``freq_embed`` for HCO blocks), if anything."""
 
     def __init__(self, dim: int, blocks: Sequence[nn.Module], resi_connection: str, embed_size: int) -> None:
         super().__init__()
@@ -154,9 +154,8 @@ class ResidualGroup(nn.Module):
                 nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(q, dim, 3, padding=1),
             )
-        embed = share_frequency_embedding(self.residual_group, embed_size)
-        if embed is not None:
-            self.freq_embed = embed  # one FVE per group, bound to every hco(k_mode="predicted_shared") block
+        # e.g. one FVE per group, bound to every hco(k_mode="predicted_shared") block
+        share_across_stage(self, self.residual_group.blocks, embed_size)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv(self.residual_group(x))
@@ -166,15 +165,10 @@ class ResidualGroup(nn.Module):
 
 
 def _resolve_mixer(spec: Any, index: int, cfg: IRConfig) -> tuple[str, dict[str, Any]]:
-    """(name, options) of one block's mixer, with network-level defaults for window attention filled in."""
+    """(name, options) of one block's mixer, with the defaults its ``block_defaults`` hook takes from the network
+    config filled in (window attention: window, alternating shift, heads)."""
     name, options = parse_spec(spec, "mixer")
-    if name == "attention_window":
-        ws = options.setdefault("window_size", cfg.window_size)
-        if cfg.shift_windows:
-            options.setdefault("shift", 0 if index % 2 == 0 else ws // 2)
-        if cfg.num_heads is not None:
-            options.setdefault("num_heads", cfg.num_heads)
-    return name, options
+    return name, {**options, **mixer_block_defaults(name, index, cfg, options)}
 
 
 def _lcm(values: Sequence[int]) -> int:
@@ -233,7 +227,7 @@ class RestorationNet(nn.Module):
                 name, options = _resolve_mixer(spec, b, cfg)
                 mixer = build_mixer({"name": name, **options}, dim)
                 # hard size constraint of the mixer, and the multiple it prefers (window attention: its window)
-                multiples += [MIXERS.entry(name).meta.get("size_multiple", 1), getattr(mixer, "pad_multiple", 1)]
+                multiples.append(mixer_pad_multiple(name, mixer))
                 blocks.append(MixerBlock(dim, mixer, cfg.mlp_ratio, rates[i]))
                 i += 1
             groups.append(ResidualGroup(dim, blocks, cfg.resi_connection, cfg.embed_size))

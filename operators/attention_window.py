@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -361,6 +363,21 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self._cache = SizeCache()
         self._inference = InferenceCache()  # the relative bias in inference, see _logit_bias
+
+    @staticmethod
+    def block_defaults(index: int, network_config: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Per-block hook of the mixer contract (``sandbox.registry.register_mixer``): the network's ``window_size``
+        and ``num_heads`` (when it sets them), and with its ``shift_windows`` a shift of 0 on even blocks and
+        ``window_size // 2`` on odd ones (SwinIR); the block's own ``options`` take precedence."""
+        defaults: dict[str, Any] = {}
+        if getattr(network_config, "window_size", None) is not None:
+            defaults["window_size"] = network_config.window_size
+        ws = options.get("window_size", defaults.get("window_size"))
+        if getattr(network_config, "shift_windows", False) and is_int(ws):
+            defaults["shift"] = 0 if index % 2 == 0 else ws // 2
+        if getattr(network_config, "num_heads", None) is not None:
+            defaults["num_heads"] = network_config.num_heads
+        return defaults
 
     @property
     def pad_multiple(self) -> int:

@@ -14,6 +14,7 @@ size (see :data:`FFT_MIN_SIZE`).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -455,7 +456,7 @@ class HeatConduction(nn.Module):
     - ``predicted`` (vHeat): k = ReLU(Linear(FVE)) per frequency and channel, from this layer's own frequency value
       embedding (``embed_size`` square, resampled bicubically to H x W).
     - ``predicted_shared``: as ``predicted`` with the FVE owned by the enclosing stage and shared by its layers, as in
-      vHeat; the network calls :func:`share_frequency_embedding` on the stage to create and bind it.
+      vHeat; networks create and bind it through the :meth:`share_across_stage` hook.
 
     Args:
         dim: channels C.
@@ -513,6 +514,14 @@ class HeatConduction(nn.Module):
             nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------------------------------------ shared FVE
+    @classmethod
+    def share_across_stage(cls, layers: Sequence[HeatConduction], size: int) -> dict[str, nn.Module]:
+        """Stage hook of the mixer contract (``sandbox.registry.register_mixer``): one FVE of side ``size`` for the
+        stage's ``predicted_shared`` layers among ``layers``, which the network registers as the stage's
+        ``freq_embed`` (vHeat's sharing per stage); nothing when the stage has none."""
+        embed = _bind_shared_embedding(layers, size)
+        return {} if embed is None else {"freq_embed": embed}
+
     def bind_frequency_embedding(self, embed: FrequencyEmbedding) -> None:
         """Use ``embed`` (owned and registered by the enclosing stage) as this layer's FVE (``predicted_shared``)."""
         if self.k_mode != "predicted_shared":
@@ -625,7 +634,12 @@ def share_frequency_embedding(stage: nn.Module, size: int = 64) -> FrequencyEmbe
     The caller registers the returned module on the stage (``stage.freq_embed = share_frequency_embedding(stage)``) so
     it is trained, moved and saved once. Returns None when the stage has no such layer.
     """
-    layers = [m for m in stage.modules() if isinstance(m, HeatConduction) and m.k_mode == "predicted_shared"]
+    return _bind_shared_embedding([m for m in stage.modules() if isinstance(m, HeatConduction)], size)
+
+
+def _bind_shared_embedding(candidates: Sequence[HeatConduction], size: int) -> FrequencyEmbedding | None:
+    """One FVE of side ``size`` bound to the ``k_mode="predicted_shared"`` layers among ``candidates``; None if none."""
+    layers = [m for m in candidates if m.k_mode == "predicted_shared"]
     if not layers:
         return None
     dims = {m.dim for m in layers}

@@ -18,6 +18,7 @@ import ast
 import difflib
 import fnmatch
 import inspect
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +33,9 @@ __all__ = [
     "build_mixer",
     "list_mixers",
     "mixer_info",
+    "mixer_block_defaults",
+    "mixer_pad_multiple",
+    "stage_shared_modules",
     "parse_spec",
     "ARCHS",
     "register_arch",
@@ -270,6 +274,24 @@ def register_mixer(
     The class must follow the mixer contract (see ``operators/__init__.py``): ``cls(dim, **options)`` is an
     ``nn.Module`` whose ``forward`` maps (B, C, H, W) to (B, C, H, W).
 
+    Optional hooks, declared on the class and read by the networks through :func:`mixer_block_defaults`,
+    :func:`mixer_pad_multiple` and :func:`stage_shared_modules` (never by the mixer's name), so a plugin mixer gets
+    the same treatment as the built-ins:
+
+    - ``block_defaults(index, network_config, options) -> dict`` (static or class method): options the network fills
+      in for the mixer of block ``index`` (0-based within its stage or residual group) where the block's spec
+      ``options`` leaves them unset, from the network's config dataclass. ``attention_window`` takes its window and
+      heads from the network and alternates its shift 0, ``window_size // 2`` (SwinIR).
+    - ``pad_multiple`` (attribute or property of the built mixer): the network reflect-pads its input to a multiple
+      of it, so the mixer sees image content rather than its own padding (``attention_window``: its window).
+      ``size_multiple`` below is the hard constraint; the network pads to the least common multiple of both.
+    - ``share_across_stage(modules, size) -> dict[str, nn.Module]`` (class or static method): parameters shared by
+      the blocks of one stage (residual group). The network calls it once per stage with every instance of the
+      class among that stage's mixers (and their submodules), in block order, and registers each returned module on
+      the stage under its key, so it is trained, moved and saved once (state_dict key ``<stage>.<key>.*``); the hook
+      binds it to the instances. ``size`` is the side the network gives the stage's shared parameters. ``hco``
+      shares its frequency value embedding (``freq_embed``) among its ``k_mode="predicted_shared"`` layers.
+
     Args:
         name: snake_case registry key.
         paper: short citation of the paper the operator comes from.
@@ -296,6 +318,45 @@ def list_mixers(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str]
 def mixer_info(name: str) -> Entry:
     """The registry entry (constructor, metadata, options) of mixer ``name``."""
     return MIXERS.entry(name)
+
+
+# ---------------------------------------------------------------------------------------------------- mixer hooks
+def mixer_block_defaults(name: str, index: int, network_config: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options the network fills in for block ``index``'s mixer ``name`` where the spec's ``options`` leave them
+    unset: the mixer's ``block_defaults`` hook (see :func:`register_mixer`), or none."""
+    hook = getattr(MIXERS.get(name), "block_defaults", None)
+    if hook is None:
+        return {}
+    return {k: v for k, v in dict(hook(index, network_config, options)).items() if k not in options}
+
+
+def mixer_pad_multiple(name: str, mixer: Any) -> int:
+    """The multiple a network pads its input to for a built ``mixer`` registered as ``name``: the least common
+    multiple of the registered ``size_multiple`` (a hard constraint) and the mixer's ``pad_multiple`` (a preference)."""
+    return math.lcm(int(MIXERS.entry(name).meta.get("size_multiple", 1)), int(getattr(mixer, "pad_multiple", 1)))
+
+
+def stage_shared_modules(blocks: Sequence[Any], size: int) -> dict[str, Any]:
+    """The modules the mixers of one stage share, ``{key: module}`` for the network to register on the stage.
+
+    Every class among the modules of ``blocks`` (the stage's blocks or mixers, with their submodules) that declares
+    ``share_across_stage`` is called once with its instances in block order, classes in order of first appearance
+    (see :func:`register_mixer`). Two classes returning the same key is an error.
+    """
+    by_class: dict[type, list[Any]] = {}
+    for block in blocks:
+        for module in block.modules():  # nn.Module.modules: the block itself, then its submodules depth first
+            if callable(getattr(type(module), "share_across_stage", None)):
+                by_class.setdefault(type(module), []).append(module)
+    shared: dict[str, Any] = {}
+    for cls, modules in by_class.items():
+        for key, module in dict(cls.share_across_stage(modules, size)).items():
+            if key in shared:
+                raise SandboxError(
+                    f"stage-shared key {key!r} of {cls.__name__} is already used by another mixer in the stage"
+                )
+            shared[key] = module
+    return shared
 
 
 # -------------------------------------------------------------------------------------------------------- networks
