@@ -254,7 +254,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def _images(task: Any, sets: Sequence[str] | None, root: Path | None) -> list[tuple[str, str, Callable]]:
-    """(set, image name, loader) for every image to evaluate, in order."""
+    """(set, image name, loader) for every image to evaluate, in order (nothing is read yet)."""
     from . import data
     from .tasks import rgb_to_y_uint8
 
@@ -304,7 +304,9 @@ def evaluate(
     from .metrics import compute_metrics, psnr
 
     root = Path(root) if root is not None else None
-    items = _images(task, sets, root)
+    # every image is read before the first is restored: an unreadable file stops here, naming it, not after the
+    # images before it were evaluated
+    items = [(set_name, image, load()) for set_name, image, load in _images(task, sets, root)]
     result = EvalResult(
         task=task.describe(), method=method, metrics=tuple(task.metrics), degradation=f"{task.name}:{task.level}"
     )
@@ -312,24 +314,26 @@ def evaluate(
         result.note = data.EMBEDDED_NOTE
     bar = _progress(len(items), f"{task.name} {method}", progress)
     start = time.perf_counter()
-    for set_name, image, load in items:
-        t0 = time.perf_counter()
-        gt, degraded = task.prepare_eval(load())  # gt uint8, degraded float32 in [0, 1] (RGB for color)
-        out = to_uint8(restore(degraded))
-        if out.shape != gt.shape:
-            raise SandboxError(f"restorer returned {out.shape} for {set_name}/{image} of shape {gt.shape}")
-        row = {"set": set_name, "image": image}
-        row.update(compute_metrics(task.metrics, out, gt))
-        row["input_psnr"] = psnr(to_uint8(degraded), gt)
-        row["seconds"] = time.perf_counter() - t0
-        result.rows.append(row)
-        if save_images is not None:
-            _save_png(Path(save_images) / set_name / (Path(image).stem + ".png"), out)
+    try:  # the bar is closed before an error propagates, so the error line is the last thing printed
+        for set_name, image, img in items:
+            t0 = time.perf_counter()
+            gt, degraded = task.prepare_eval(img)  # gt uint8, degraded float32 in [0, 1] (RGB for color)
+            out = to_uint8(restore(degraded))
+            if out.shape != gt.shape:
+                raise SandboxError(f"restorer returned {out.shape} for {set_name}/{image} of shape {gt.shape}")
+            row = {"set": set_name, "image": image}
+            row.update(compute_metrics(task.metrics, out, gt))
+            row["input_psnr"] = psnr(to_uint8(degraded), gt)
+            row["seconds"] = time.perf_counter() - t0
+            result.rows.append(row)
+            if save_images is not None:
+                _save_png(Path(save_images) / set_name / (Path(image).stem + ".png"), out)
+            if bar is not None:
+                bar.set_postfix_str(f"{set_name} PSNR {np.mean([r['psnr'] for r in result.rows]):.2f}")
+                bar.update(1)
+    finally:
         if bar is not None:
-            bar.set_postfix_str(f"{set_name} PSNR {np.mean([r['psnr'] for r in result.rows]):.2f}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     result.seconds = time.perf_counter() - start
     return result
 

@@ -129,6 +129,28 @@ def test_missing_set_and_corrupt_image_are_named(tmp_path):
     _one_line_error(out, "BSD68", "data fetch")
 
 
+@needs_data
+def test_a_corrupt_image_stops_evaluation_before_it_starts(tmp_path):
+    """Every image is read before the first is restored; the decoder's own stderr output (libpng) is discarded, and
+    the error line is the last thing printed, after the progress bar."""
+    root = tmp_path / "data"
+    (root / "benchmarks" / "Set12").mkdir(parents=True)
+    for p in sorted((DATA / "benchmarks" / "Set12").iterdir())[:2]:
+        shutil.copy(p, root / "benchmarks" / "Set12" / p.name)
+    bad = bytearray((DATA / "benchmarks" / "Set12" / "01.png").read_bytes())
+    bad[200:260] = bytes(60)  # a broken row filter: libpng itself prints an error line for it
+    (root / "benchmarks" / "Set12" / "99.png").write_bytes(bytes(bad))
+    calls = []
+    with pytest.raises(Exception, match="99.png.*could not be decoded"):
+        evaluate(lambda x: calls.append(1) or x, build_task("denoise:sigma=25"), ["Set12"], root, progress=False)
+    assert calls == []  # nothing was restored before the bad file was found
+    env = {**os.environ, "SANDBOX_DATA": str(root)}
+    cmd = [sys.executable, "experiments/evaluate.py", "--method", "noisy", "--sets", "Set12"]  # progress bar on
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 2 and "libpng" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error:") and "99.png" in out.stderr
+
+
 @pytest.mark.parametrize("method", ["bm3d", "nlm"])
 def test_classical_baselines_denoise(method):
     from skimage.data import camera
