@@ -72,6 +72,7 @@ import torch.nn.functional as F  # noqa: E402
 from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, markdown_table, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.errors import OptionError  # noqa: E402
+from sandbox.utils import human as _human  # noqa: E402  ('-' for None)
 
 MIN_SAMPLE_SECONDS = 0.01  # a timing sample repeats the call until it lasts this long (then reports per call)
 MAX_CALLS_PER_SAMPLE = 1000
@@ -357,12 +358,6 @@ def fmt_rate(value: float | None) -> str:
 
 def fmt_exp(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.2f}"
-
-
-def _human(n: int | None) -> str:
-    from sandbox.complexity import human
-
-    return "-" if n is None else human(n)
 
 
 def _cell(phase: Phase) -> str:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import shutil
 import sys
 import time
@@ -58,6 +57,7 @@ if str(ROOT) not in sys.path:  # runnable from a plain checkout
 from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, add_set_flag, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.plugins import plugin_path  # noqa: E402
+from sandbox.utils import slug  # noqa: E402
 
 STATE_VERSION = 2  # 2: one entry per (mixer, seed); version 1 files (one seed) are still read
 DEFAULT_SEEDS = 3
@@ -187,10 +187,6 @@ def check_runs(configs: list, task) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------- state
-def _slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec).strip("_")[:60] or "mixer"
-
-
 def _write_state(out: Path, state: dict) -> None:
     from sandbox.report import write_json
 
@@ -501,7 +497,7 @@ def train_one(cmp: Comparison, args: argparse.Namespace, entry: dict, cfg, prefi
 
 def _run_name(i: int, spec: str, seed: int, n_seeds: int) -> str:
     """``<i>_<mixer>`` for one seed (as version 1 named them), ``<i>_<mixer>_seed<k>`` for several."""
-    return f"{i:02d}_{_slug(spec)}" + (f"_seed{seed}" if n_seeds > 1 else "")
+    return f"{i:02d}_{slug(spec, max_len=60, empty='mixer')}" + (f"_seed{seed}" if n_seeds > 1 else "")
 
 
 def write_report(out: Path, state: dict, base, task, root, device, baseline: str, crop: int = 96) -> None:

@@ -47,6 +47,7 @@ from torch import Tensor, nn  # noqa: E402
 from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, markdown_table, run_main, stamped_dir  # noqa: E402
 from sandbox.errors import OptionError, SandboxError  # noqa: E402
+from sandbox.utils import slug  # noqa: E402
 
 ERF_MASS = (0.2, 0.3, 0.5, 0.99)  # high-contribution area ratios reported (RepLKNet's thresholds and 99%)
 
@@ -111,10 +112,6 @@ def load_net(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module,
     else:
         raise OptionError("no network: give --arch SPEC (and --mixer for ir / metaformer), --mixer, or --checkpoint")
     return net.to(device).eval(), label
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80] or "net"
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -330,7 +327,7 @@ def cmd_erf(args: argparse.Namespace, device: torch.device) -> list[Path]:
     ratios = area_ratios(erf)
     out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"erf_{_slug(label)}"
+    stem = f"erf_{slug(label, empty='net')}"
     np.save(out / f"{stem}.npy", erf)
     ratio_txt = ", ".join(f"{int(t * 100)}%: {r:.3f}" for t, r in ratios.items())
     title = f"ERF of {label}\n{what}, {len(images)} images {size}x{size}\narea ratio holding {ratio_txt}"
@@ -526,9 +523,8 @@ def cmd_filters(args: argparse.Namespace, device: torch.device) -> list[Path]:
     paths = []
     for i, (name, f) in enumerate(filters):
         title = f"{label} {_short_name(name)}".strip() if name else label
-        paths.append(
-            plot_filter(title, f, size, args.channels, out / f"filters_{i:02d}_{_slug(name or label)}.png", device)
-        )
+        png = out / f"filters_{i:02d}_{slug(name or label, empty='net')}.png"
+        paths.append(plot_filter(title, f, size, args.channels, png, device))
     return paths
 
 
@@ -596,7 +592,7 @@ def cmd_k(args: argparse.Namespace, device: torch.device) -> list[Path]:
                 ax.set_xlabel("frequency m", fontsize=7)
     fig.suptitle(f"predicted k (channel mean) of {label}, {size}x{size} input; DC at the top left", fontsize=8)
     out = _out_dir(args)
-    png = save_figure(fig, out / f"k_{_slug(label)}.png")
+    png = save_figure(fig, out / f"k_{slug(label, empty='net')}.png")
     rows = [
         [m["stage"], m["name"], f"{m['size'][0]}x{m['size'][1]}", f"{m['k'].mean():.4g}", f"{m['k'].min():.4g}",
          f"{m['k'].max():.4g}", f"{m['k'][:, 0, 0].mean():.4g}"]

@@ -21,6 +21,7 @@ from .data import ALL_SETS, WEIGHTS, data_root, fetch, set_files, verify
 from .data_sources import DEFAULT_MIRROR, set_of
 from .plugins import load_plugins
 from .registry import ARCHS, MIXERS, build_arch, list_archs, list_mixers
+from .utils import human
 
 
 def _fmt_default(v) -> str:
@@ -62,15 +63,13 @@ def _wanted_counts(args) -> tuple[bool, bool]:
 
 def _declared(meta, key: str) -> str:
     """A count declared at registration (``register_arch(..., params=..., macs=...)``), human-readable, else '-'."""
-    from .complexity import human
-
     value = meta.get(key)
     return human(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def _arch_row(name: str, args, want_params: bool, want_macs: bool) -> list:
     """One listing row; the network is built only when a count is wanted."""
-    from .complexity import count_macs, count_params, human
+    from .complexity import count_macs, count_params
 
     e = ARCHS.entry(name)
     family, options = e.meta["family"], e.options()
@@ -131,15 +130,6 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
-def _human(n: float) -> str:
-    """Bytes in B/KB/MB/GB (powers of 1000)."""
-    for unit in ("B", "KB", "MB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
 def _collapse(rels: list[str]) -> list[tuple[str, int]]:
     """(path or folder, file count): a set whose files are all listed becomes one ``folder/`` row."""
     by_set: dict[str, list[str]] = {}
@@ -162,8 +152,9 @@ def cmd_data_fetch(args) -> int:
         (report.replaced, "corrupt file(s) replaced"),
         (report.refetched, "downloaded again after a dropped connection or a checksum mismatch"),
     ]
+    size = human(report.bytes, "B", digits=1, sep=" ")  # bytes in powers of 1000: '12.3 MB'
     print(
-        f"{len(report.files)} files ok in {dest}: {len(report.downloaded)} downloaded ({_human(report.bytes)}), "
+        f"{len(report.files)} files ok in {dest}: {len(report.downloaded)} downloaded ({size}), "
         f"{len(report.present)} already present" + "".join(f", {len(r)} {what}" for r, what in extra if r)
     )
     if not os.environ.get("SANDBOX_DATA") or Path(os.environ["SANDBOX_DATA"]).resolve() != dest.resolve():

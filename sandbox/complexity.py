@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .utils import human  # re-exported: count_* callers format with it
+
 __all__ = ["count_params", "count_macs", "human"]
 
 
@@ -61,11 +63,3 @@ def count_macs(
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
-
-
-def human(n: float, unit: str = "") -> str:
-    """1234567 -> '1.23M'."""
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"

@@ -36,7 +36,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ import torch
 from .config import RunConfig, config_dict
 from .engine import check_config, use_bf16
 from .errors import OptionError, SandboxError
+from .utils import plain, write_text_atomic
 
 __all__ = [
     "ARCH_TYPES",
@@ -120,29 +120,6 @@ def _locate_resume(resume: str | os.PathLike) -> tuple[Path, Path | None]:
 
 
 # ------------------------------------------------------------------------------------------------------ options
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write through a uniquely named temporary file and rename (concurrent ranks writing the same file are safe)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _plain(value: Any) -> Any:
-    """YAML-safe copy: tuples to lists, recursively."""
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
 def _task(config: RunConfig):
     from .engine import build_task_from
 
@@ -160,8 +137,8 @@ def _network_options(config: RunConfig, task) -> dict[str, Any]:
         )
     net = {"preset": config.preset, "task": task.name, "in_chans": task.channels}
     if config.arch == "ir":
-        net["mixer"] = _plain(config.mixer)
-    net.update(_plain(dict(config.arch_options)))
+        net["mixer"] = plain(config.mixer)
+    net.update(plain(dict(config.arch_options)))
     check_network_channels(task, net["in_chans"])
     build_arch({"name": config.arch, **net})  # one-line errors here, not in BasicSR's process
     return {"type": ARCH_TYPES[config.arch], **net}
@@ -245,14 +222,14 @@ def basicsr_options(
     if config.grad_clip is not None:
         train["grad_clip"] = config.grad_clip
 
-    task_spec = _plain(task.spec)
+    task_spec = plain(task.spec)
     datasets: dict[str, Any] = {
         "train": {
             "name": "train",
             "type": "SandboxDegradationDataset",
             "task": task_spec,
             "data_root": root,
-            "train_sets": _plain(config.train_sets) if config.train_sets else None,
+            "train_sets": plain(config.train_sets) if config.train_sets else None,
             "patch_size": config.patch_size,
             "augment": True,
             "seed": config.seed,
@@ -319,7 +296,7 @@ def basicsr_options(
     text = "# BasicSR options written by sandbox.engine_basicsr; run with\n"
     text += f"#   {basicsr_command(run_dir)}\n"
     text += yaml.safe_dump(opt, sort_keys=False, default_flow_style=None, width=120)
-    _write_atomic(run_dir / OPTIONS_FILE, text)
+    write_text_atomic(run_dir / OPTIONS_FILE, text)
     return opt
 
 
@@ -378,7 +355,7 @@ def train_basicsr(config: RunConfig, resume: str | os.PathLike | None = None, la
         raise OptionError("resume='auto' needs config.name (the run to continue)")
     run_dir.mkdir(parents=True, exist_ok=True)
     opt = basicsr_options(config, run_dir, resume_state=state)
-    _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config_dict(config), sort_keys=False))
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_dict(config), sort_keys=False))
     for note in opt["sandbox"]["ignored"]:
         print(f"[basicsr engine] ignored: {note}", file=sys.stderr)
     print(f"[basicsr engine] options: {run_dir / OPTIONS_FILE}", file=sys.stderr)

@@ -28,6 +28,7 @@ from torch import nn
 
 from .errors import OptionError, SandboxError
 from .inference import self_ensemble, tiled_forward
+from .utils import write_text_atomic  # re-exported: the engine and the sweep import it from here
 
 __all__ = [
     "EvalResult",
@@ -243,14 +244,6 @@ def read_per_image(path: str | Path) -> list[dict[str, Any]]:
                 raise SandboxError(f"{str(path)!r} line {i}: {k}={v!r} is not a number") from None
         out.append(rec)
     return out
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _images(task: Any, sets: Sequence[str] | None, root: Path | None) -> list[tuple[str, str, Callable]]:

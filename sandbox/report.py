@@ -19,7 +19,6 @@ atomically (a temporary file, then ``os.replace``). matplotlib is imported only 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -30,6 +29,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import SandboxError
+from .utils import human, plain
+from .utils import write_text_atomic as write_text  # the name report's callers import
 
 __all__ = [
     "RESULT_FIELDS",
@@ -65,23 +66,6 @@ RESULT_FIELDS = (
 
 
 # ----------------------------------------------------------------------------------------------------- records
-def _plain(value: Any) -> Any:
-    """JSON-friendly copy: dataclasses and mappings to dicts, tuples to lists, paths to strings, numpy to Python."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:  # 0-d tensor
-        return value.item()
-    return value
-
-
 def result_record(result: Any) -> dict[str, Any]:
     """A JSON-serialisable dict of a run's result (``RunResult`` or an existing record), config included."""
     if isinstance(result, Mapping):
@@ -91,7 +75,7 @@ def result_record(result: Any) -> dict[str, Any]:
         def get(name: str, default: Any = None) -> Any:
             return getattr(result, name, default)
 
-    record = {name: _plain(get(name)) for name in RESULT_FIELDS}
+    record = {name: plain(get(name)) for name in RESULT_FIELDS}
     record["final"] = record["final"] or {}
     record["history"] = record["history"] or []
     record["config"] = record["config"] or {}
@@ -190,16 +174,6 @@ def _fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def _human(n: Any, digits: int = 2) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.{digits}f}{unit}"
-    return f"{n:.0f}"
-
-
 def _rel(path: str, base: Path | None) -> str:
     if not path or base is None:
         return path
@@ -225,7 +199,7 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], base: str | os.PathL
         for s in sets:
             cells += [_fmt(row.get(f"{s}_psnr"), 2), _fmt(row.get(f"{s}_ssim"), 4)]
         cells += [
-            _human(row.get("params")),
+            human(row.get("params")),
             _fmt(row.get("macs_g_per_mpx"), 2),
             _fmt(row.get("train_it_per_s"), 2),
             _fmt(row.get("infer_ms_per_mpx"), 1),
@@ -259,17 +233,9 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[
     return write_text(path, buf.getvalue())
 
 
-def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """``obj`` as indented JSON at ``path``, atomically."""
-    return write_text(Path(path), json.dumps(_plain(obj), indent=2, allow_nan=True) + "\n")
+    return write_text(Path(path), json.dumps(plain(obj), indent=2, allow_nan=True) + "\n")
 
 
 def write_leaderboard(
@@ -378,9 +344,9 @@ def plot_params(results: Sequence[Any], out_dir: str | os.PathLike) -> Path:
 
     def minor(v: float, _pos: Any) -> str:  # label 2x and 5x of each decade only: no overlapping labels
         lead = v / 10 ** math.floor(math.log10(v)) if v > 0 else 0
-        return _human(v, 0) if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
+        return human(v, digits=0) if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
 
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _human(v, 0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: human(v, digits=0)))
     ax.xaxis.set_minor_formatter(FuncFormatter(minor))
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"PSNR (dB){' on ' + sets[0] if sets else ''}")
@@ -581,7 +547,7 @@ def setting_markdown(rows: Sequence[Mapping[str, Any]], set_name: str, compariso
         cells += [
             _fmt(row.get(f"{set_name}_ssim"), 4),
             row.get("seeds", "-"),
-            _human(row.get("params")),
+            human(row.get("params")),
             _fmt(row.get("macs_g_per_mpx"), 2),
             _fmt(row.get("train_it_per_s"), 2),
             _fmt(row.get("iters"), 0),

@@ -9,7 +9,6 @@ A resumed run is bit-identical to an uninterrupted one when it runs with the sam
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -25,6 +24,8 @@ from torch import nn
 from .config import RunConfig
 from .errors import SandboxError
 from .train_config import same_json
+from .utils import plain as to_plain
+from .utils import write_text_atomic
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -96,18 +97,8 @@ def relative(path: Path) -> str:
 
 
 def plain(obj: Any) -> Any:
-    """JSON-safe: tuples to lists, non-finite floats to None, paths to strings."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (np.floating, np.integer)):
-        return plain(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    """JSON-safe for ``allow_nan=False``: :func:`sandbox.utils.plain` with non-finite floats as None."""
+    return to_plain(obj, finite=True)
 
 
 class Events:
@@ -133,9 +124,7 @@ class Events:
             keep.append(line)
         dropped = len(lines) - len(keep)
         if dropped:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(k + "\n" for k in keep))
         return dropped
 
     def __call__(self, event: str, **fields: Any) -> None:
