@@ -68,34 +68,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def arch_spec(args: argparse.Namespace) -> dict[str, Any] | None:
     """The network spec from ``--arch``, ``--mixer``, ``--preset`` and ``--in-chans`` (None: none was given)."""
-    from sandbox.registry import ARCHS, parse_spec
+    from sandbox.networks import network_spec
 
     arch = args.arch or ("ir" if args.mixer else None)
     if arch is None:
         return None
-    name, options = parse_spec(arch, "network")
-    accepted = ARCHS.entry(name).options()
-    for key, value in (("mixer", args.mixer), ("preset", args.preset), ("in_chans", args.in_chans)):
-        if value is None:
-            continue
-        if key not in accepted and not _takes_kwargs(name):
-            raise OptionError(f"network {name!r} has no option {key!r} (--{key.replace('_', '-')})")
-        options[key] = value
-    return {"name": name, **options}
-
-
-def _takes_kwargs(name: str) -> bool:
-    import inspect
-
-    from sandbox.registry import ARCHS
-
-    params = inspect.signature(ARCHS.get(name)).parameters.values()
-    return any(p.kind is p.VAR_KEYWORD for p in params)
+    return network_spec(arch, flags={"mixer": args.mixer, "preset": args.preset, "in_chans": args.in_chans})
 
 
 def load_net(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, str]:
     """(network in eval mode on ``device``, label) from ``--arch``/``--mixer``/``--preset`` and/or ``--checkpoint``."""
-    from sandbox import build_arch
+    from sandbox.networks import build_network_for
     from sandbox.report import mixer_label
 
     spec = arch_spec(args)
@@ -107,7 +90,7 @@ def load_net(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module,
         label = f"{mixer_label(getattr(net, 'arch_spec', spec))} ({path.name})"
     elif spec is not None:
         torch.manual_seed(args.seed)
-        net = build_arch(spec)
+        net = build_network_for(spec)
         label = f"{mixer_label(spec)} (fresh init)"
     else:
         raise OptionError("no network: give --arch SPEC (and --mixer for ir / metaformer), --mixer, or --checkpoint")

@@ -127,7 +127,7 @@ def _task(config: RunConfig):
 
 
 def _network_options(config: RunConfig, task) -> dict[str, Any]:
-    from .registry import build_arch
+    from .networks import build_network_for
     from .tasks import check_network_channels
 
     if config.arch not in ARCH_TYPES:
@@ -135,13 +135,13 @@ def _network_options(config: RunConfig, task) -> dict[str, Any]:
             f"arch={config.arch!r} cannot train with --engine basicsr; the BasicSR engine trains the restoration "
             f"networks {', '.join(map(repr, ARCH_TYPES))}"
         )
-    net = {"preset": config.preset, "task": task.name, "in_chans": task.channels}
-    if config.arch == "ir":
-        net["mixer"] = plain(config.mixer)
-    net.update(plain(dict(config.arch_options)))
-    check_network_channels(task, net["in_chans"])
-    build_arch({"name": config.arch, **net})  # one-line errors here, not in BasicSR's process
-    return {"type": ARCH_TYPES[config.arch], **net}
+    # built here for its one-line errors (not in BasicSR's process) and the options it was built with
+    net = build_network_for(
+        config.arch, task, defaults={"mixer": config.mixer, "preset": config.preset}, overrides=config.arch_options
+    )
+    check_network_channels(task, getattr(net, "in_chans", task.channels))
+    spec = plain(net.arch_spec)  # {"name": ..., **options}, YAML-safe
+    return {"type": ARCH_TYPES[spec.pop("name")], **spec}
 
 
 def _ignored(config: RunConfig, cuda: bool) -> list[str]:

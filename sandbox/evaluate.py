@@ -130,8 +130,9 @@ def load_network(
     FFDNet takes the task's sigma as its noise-level input unless the spec sets one; a network built without a
     checkpoint gets the task's channel count unless the spec sets ``in_chans``.
     """
-    from .checkpoint import load_checkpoint, torch_load
-    from .registry import ARCHS, build_arch, parse_spec
+    from .checkpoint import torch_load
+    from .networks import build_network_for
+    from .registry import ARCHS, parse_spec
 
     ckpt = None
     if weights not in (None, "official"):
@@ -145,23 +146,16 @@ def load_network(
             arch = spec
     if arch is None:
         raise SandboxError("no network given: pass --arch NAME (and --weights PATH), or --method noisy|bm3d|nlm")
-    name, options = parse_spec(arch, "network")
-    accepted = ARCHS.entry(name).options()
+    name = parse_spec(arch, "network")[0]
+    official = {}
     if weights == "official":
-        if "weights" not in accepted:
+        if "weights" not in ARCHS.entry(name).options():
             raise OptionError(f"--weights official is only for the reference networks (dncnn, ffdnet), not {name!r}")
-        options["weights"] = "official"
-    if "data_root" in accepted and data_root is not None:
-        options.setdefault("data_root", str(data_root))
-    if "in_chans" in accepted and ckpt is None:  # a fresh network: as many channels as the task's images
-        options.setdefault("in_chans", task.channels)
-    if ARCHS.entry(name).meta.get("sigma_input") and getattr(task, "sigma", None) is not None:
-        options.setdefault("sigma", task.sigma)
-    net = build_arch({"name": name, **options})
-    if ckpt is not None:
-        # the file is already read: no second torch.load; one-line error for weights of another network
-        load_checkpoint(net, ckpt, strict=True, source=f"checkpoint {str(weights)!r}")
-    return net
+        official = {"weights": "official"}
+    # the file is already read: no second torch.load; one-line error for weights of another network
+    return build_network_for(
+        arch, task, overrides=official, data_root=data_root, checkpoint=ckpt, source=f"checkpoint {str(weights)!r}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ evaluate

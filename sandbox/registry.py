@@ -68,6 +68,10 @@ class Entry:
         """Keyword options after ``skip`` positional arguments, with defaults (``inspect.Parameter.empty`` if none)."""
         return _options(self.obj, skip)[0]
 
+    def takes_kwargs(self) -> bool:
+        """Whether the constructor takes ``**kwargs`` (then any option name is passed on)."""
+        return _options(self.obj)[1]
+
 
 def _options(obj: Callable[..., Any], skip: int = 0) -> tuple[dict[str, Any], bool]:
     """(keyword options after ``skip`` positional arguments, whether it takes ``**kwargs``)."""

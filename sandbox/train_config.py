@@ -127,36 +127,25 @@ def build_network(config: RunConfig, task: Any = None) -> nn.Module:
     own parameters is what the same RNG state gives the network with identity mixers (:func:`_paired_init`), so
     two settings of one seed that differ in the mixer start from the same MLPs, norms and convs.
     """
-    from .registry import ARCHS, build_arch, parse_spec
+    from .networks import build_network_for
+    from .registry import ARCHS, parse_spec
     from .tasks import check_network_channels
 
     task = task if task is not None else build_task_from(config)
-    name, spec_options = parse_spec(copy.deepcopy(config.arch), "network")
-    entry = ARCHS.entry(name)
-    if entry.meta.get("family") == "classification":
+    name = parse_spec(copy.deepcopy(config.arch), "network")[0]
+    if ARCHS.entry(name).meta.get("family") == "classification":
         raise OptionError(
             f"network {name!r} is a classification network; training needs a restoration network "
             "(python -m sandbox archs --family restoration)"
         )
-    accepted = entry.options()
-    options: dict[str, Any] = {}
-    if "mixer" in accepted:
-        options["mixer"] = copy.deepcopy(config.mixer)
-    if "preset" in accepted:
-        options["preset"] = config.preset
-    if "in_chans" in accepted:
-        options["in_chans"] = task.channels
-    if "task" in accepted:
-        options["task"] = task.name
-    if entry.meta.get("sigma_input") and getattr(task, "sigma", None) is not None:
-        options["sigma"] = task.sigma
-    options.update(spec_options)
-    options.update(copy.deepcopy(dict(config.arch_options)))
     entry_rng = torch.get_rng_state()
-    net = build_arch({"name": name, **options})
+    net = build_network_for(
+        config.arch, task, defaults={"mixer": config.mixer, "preset": config.preset}, overrides=config.arch_options
+    )
     check_network_channels(task, getattr(net, "in_chans", task.channels))
-    if "mixer" in options and not _all_identity(options["mixer"]):
-        _paired_init(net, {"name": name, **options, "mixer": "identity"}, entry_rng)
+    spec = getattr(net, "arch_spec", None)  # {"name": ..., **the options it was built with}
+    if spec is not None and "mixer" in spec and not _all_identity(spec["mixer"]):
+        _paired_init(net, {**spec, "mixer": "identity"}, entry_rng)
     return net
 
 
