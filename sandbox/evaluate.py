@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import nn
 
 from .errors import OptionError, SandboxError
 from .inference import self_ensemble, tiled_forward
-from .utils import write_text_atomic  # re-exported: the engine and the sweep import it from here
+from .utils import atomic_path, write_text_atomic  # write_text_atomic re-exported: the engine and the sweep use it
 
 __all__ = [
     "EvalResult",
@@ -328,11 +327,9 @@ def evaluate(
 def _save_png(path: Path, img: np.ndarray) -> None:
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    if not cv2.imwrite(str(tmp), img if img.ndim == 2 else img[..., ::-1]):
-        raise SandboxError(f"could not write {path}")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), img if img.ndim == 2 else img[..., ::-1]):
+            raise SandboxError(f"could not write {path}")
 
 
 def _progress(total: int, desc: str, enabled: bool):

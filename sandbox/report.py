@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import SandboxError
-from .utils import human, plain
+from .utils import atomic_path, human, plain
 from .utils import write_text_atomic as write_text  # the name report's callers import
 
 __all__ = [
@@ -270,10 +270,8 @@ def new_figure(figsize: tuple[float, float]):
 
 
 def save_figure(fig, path: Path, dpi: int = 130) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, format="png", dpi=dpi)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
     return path
 
 

@@ -3,20 +3,21 @@ JSON and YAML, human-readable counts and sizes, and file-name slugs. Each exists
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from .errors import SandboxError
 
-__all__ = ["human", "plain", "resolve_device", "slug", "write_text_atomic"]
+__all__ = ["atomic_path", "human", "plain", "resolve_device", "slug", "write_text_atomic"]
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -31,22 +32,27 @@ def resolve_device(name: str | None = None) -> torch.device:
     return device
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and an ``os.replace``: a reader
-    sees the old file or the new one, never a partial one. The temporary name is unique per call
-    (``.<name>.<pid>.<random>.tmp``), so concurrent writers of the same file do not collide; it is removed if the
-    write fails."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer to fill; on a clean exit of the ``with`` block it replaces
+    ``path`` (``os.replace``: a reader sees the old file or the new one, never a partial one), and it is removed if
+    the block fails. The name is unique per call (``.<stem>.<pid>.<random>.tmp<suffix>``: concurrent writers of one
+    file do not collide) and keeps the suffix, for writers that pick the format from it (cv2, matplotlib)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "x", encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)
 
 
 def plain(value: Any, finite: bool = False) -> Any:

@@ -66,3 +66,17 @@ def test_slug():
     assert slug("hco:k_mode=fixed,k=0.5") == "hco_k_mode=fixed_k=0.5"
     assert slug("a" * 100, max_len=60) == "a" * 60
     assert slug("::", empty="mixer") == "mixer"
+
+
+def test_atomic_path_keeps_the_suffix_and_removes_the_temporary_when_the_writer_fails(tmp_path):
+    from sandbox.utils import atomic_path
+
+    path = tmp_path / "grid.png"
+    with atomic_path(path) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".png" and tmp.name.startswith(".grid.")
+        tmp.write_bytes(b"png")
+    assert path.read_bytes() == b"png"
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("the writer failed")
+    assert path.read_bytes() == b"png" and sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
