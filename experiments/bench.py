@@ -376,7 +376,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 
 def _default_out(kind: str) -> Path:
-    return stamped_dir(ROOT / "outputs" / "bench", kind)
+    return stamped_dir(Path("outputs") / "bench", kind)
 
 
 def _check_out(out: str | None, kind: str) -> Path:

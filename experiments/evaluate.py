@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         restore = network_restorer(net, device, args.tile, args.tile_overlap, ensemble=args.self_ensemble)
         label = (args.arch or next(iter(groups))) + ("+x8" if args.self_ensemble else "")
     name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{label}_{task.name}_{task.level}")
-    out = Path(args.out) if args.out else ROOT / "outputs" / "eval" / name
+    out = Path(args.out) if args.out else Path("outputs") / "eval" / name
 
     result = evaluate(
         restore,
@@ -206,7 +206,7 @@ def _paired_networks(groups: dict[str, list[str]], args, task, root, sets) -> in
     if "official" in (p for paths in groups.values() for p in paths):
         raise OptionError("--weights official takes one network; compare official networks by their files")
     device = resolve_device(args.device)
-    out = Path(args.out) if args.out else ROOT / "outputs" / "eval" / f"paired_{task.name}_{task.level}"
+    out = Path(args.out) if args.out else Path("outputs") / "eval" / f"paired_{task.name}_{task.level}"
     out = _fresh(out)
     checkpoints = {label: [_checkpoint(p) for p in paths] for label, paths in groups.items()}
     nets = {}  # every network is built (and its checkpoint read) before anything is evaluated
@@ -242,7 +242,7 @@ def _paired_results(groups: dict[str, list[str]], args) -> int:
         for k, path in enumerate(paths):
             seed = _results_seed(Path(path), k)
             runs[label][seed if seed not in runs[label] else k] = Path(path)
-    out = Path(args.out) if args.out else ROOT / "outputs" / "eval" / "paired_results"
+    out = Path(args.out) if args.out else Path("outputs") / "eval" / "paired_results"
     return _report_pairs(runs, args, _fresh(out), None)
 
 

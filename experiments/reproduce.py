@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sigmas", default=None, help="comma-separated noise levels to keep (with --qualities: either)")
     ap.add_argument("--qualities", default=None, help="comma-separated JPEG qualities to keep (with --sigmas: either)")
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--out", default=str(ROOT / "outputs" / "reproduce" / "results.md"))
+    ap.add_argument("--out", default=str(Path("outputs") / "reproduce" / "results.md"))
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 

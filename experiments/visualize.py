@@ -98,7 +98,7 @@ def load_net(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module,
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    return Path(args.out) if args.out else stamped_dir(ROOT / "outputs" / "visualize", args.kind)
+    return Path(args.out) if args.out else stamped_dir(Path("outputs") / "visualize", args.kind)
 
 
 def _stage_of(name: str) -> str:
