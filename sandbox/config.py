@@ -121,15 +121,9 @@ def apply_overrides(cfg: T, overrides: Mapping[str, Any], what: str = "config") 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
     """``dataclasses.asdict`` with tuples turned into lists (YAML/JSON friendly)."""
+    from .utils import plain
 
-    def plain(v: Any) -> Any:
-        if isinstance(v, (tuple, list)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+    return plain(dataclasses.asdict(cfg))
 
 
 def _field_is_tuple(tp: Any) -> bool:

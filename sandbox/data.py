@@ -36,6 +36,7 @@ import numpy as np
 
 from .data_sources import DEFAULT_MIRROR, SOURCES, set_of
 from .errors import OptionError, SandboxError, UnknownNameError
+from .utils import write_text_atomic
 
 __all__ = [
     "ALL_SETS",
@@ -515,9 +516,7 @@ def _write_sums(dest: Path, verified: Iterable[str]) -> None:
     text = "".join(f"{SOURCES[rel].sha256}  {rel}\n" for rel in SOURCES if rel in keep)
     if sums.is_file() and sums.read_text(encoding="utf-8") == text:
         return
-    tmp = sums.with_name("SHA256SUMS.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, sums)
+    write_text_atomic(sums, text)
 
 
 def _pooch_for(dest: Path, rels: list[str], mirror: str, retries: int):

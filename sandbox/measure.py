@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from torch import nn
 
 from .errors import SandboxError
 from .pipeline import crop_centre
+from .utils import atomic_path
 
 __all__ = ["MACS_SIZE", "validate", "crops_png", "infer_ms_per_mpx", "results_markdown"]
 
@@ -61,10 +61,9 @@ def crops_png(path: Path, net: nn.Module, items: list, device: torch.device, siz
         padded += [np.concatenate([r, pad], axis=1), np.full((4, width, *r.shape[2:]), 255, np.uint8)]
     grid = np.concatenate(padded[:-1], axis=0)
     grid = grid if grid.ndim == 2 else np.ascontiguousarray(grid[..., ::-1])  # RGB -> BGR for cv2
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    if not cv2.imwrite(str(tmp), grid):
-        raise SandboxError(f"could not write {path}")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), grid):
+            raise SandboxError(f"could not write {path}")
 
 
 @torch.no_grad()

@@ -60,7 +60,6 @@ import io
 import itertools
 import json
 import math
-import os
 import re
 import socket
 import statistics
@@ -72,6 +71,7 @@ from typing import Any, Callable
 
 from .config import RunConfig, apply_overrides
 from .errors import OptionError, SandboxError
+from .utils import atomic_path
 
 try:  # the sweep extra (optuna) may be absent: everything else in this module imports it where it is used
     from optuna.pruners import BasePruner as _BasePruner
@@ -1233,9 +1233,8 @@ def write_reports(study, spec: StudySpec, out: Path, storage: str, baseline: str
                 fig.set_size_inches(8, 5)
                 fig.tight_layout()
                 png = out / f"{key}.png"
-                tmp = png.with_suffix(".tmp.png")
-                fig.savefig(tmp, dpi=110)
-                os.replace(tmp, png)
+                with atomic_path(png) as tmp:
+                    fig.savefig(tmp, dpi=110)
                 plt.close(fig)
                 paths[f"{key}_png"] = png
                 html = out / f"{key}.html"

@@ -13,12 +13,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .config import LOSSES, RunConfig, apply_overrides, config_dict
+from .config import LOSSES, RunConfig, apply_overrides, config_dict, load_config_file
 from .errors import OptionError, SandboxError, check_choice, check_int, check_positive
 
 __all__ = [
@@ -212,30 +212,6 @@ def _paired_init(net: nn.Module, reference_spec: dict[str, Any], entry_rng: torc
             target.copy_(value)
             copied.append(key)
     return copied
-
-
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML mapping of RunConfig fields; a syntax error is one line naming the file and the line."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise SandboxError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
-        raise SandboxError(f"config file {str(path)!r}{where}: invalid YAML: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise SandboxError(
-            f"config file {str(path)!r} holds a {type(data).__name__}; expected a mapping of RunConfig fields "
-            "(e.g. `iters: 500`)"
-        )
-    return dict(data)
 
 
 def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
