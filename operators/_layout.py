@@ -14,10 +14,10 @@ def swap_last2(x: Tensor) -> Tensor:
 
     PyTorch copies a transposed 2-D matrix with a cache-blocked kernel, but a transposed 3-D tensor goes through the
     generic strided loop, which reads the source with a stride of N elements for every output element and sweeps it
-    once per output row. On the 2-core development CPU (one thread, 2026-12-07), (1, 16384, 64) -> (1, 64, 16384)
-    fp32 took 5.8 ms generic and 1.0 ms as one 2-D copy per batch item, (1, 65536, 64) 27 and 5.5 ms; items of up
-    to about 2^17 elements (cache-resident) were as fast or faster generic, e.g. (8, 2304, 48) 1.15 against 1.27 ms,
-    so those keep it. Not differentiable by itself: call it inside an autograd Function (its adjoint is itself).
+    once per output row; this copies each batch item as one 2-D transpose. Items below
+    :data:`BLOCKED_MIN_ELEMENTS` stay in cache and keep the generic copy, which was as fast or faster there (the
+    measurements are in docs/performance.md). Not differentiable by itself: call it inside an autograd Function (its
+    adjoint is itself).
     """
     b, m, n = x.shape
     if x.device.type != "cpu" or m * n < BLOCKED_MIN_ELEMENTS:

@@ -19,9 +19,9 @@ __all__ = ["WindowAttention", "default_window_heads", "relative_position_index",
 SHIFT_MASK_VALUE = -100.0  # SwinIR's logit offset between tokens of different shift regions
 # What this layer adds instead. The softmax is SwinIR's to fp32 rounding (SwinIR's masked weights are e^-100 ~ 4e-44
 # times the largest, far below the resolution of a sum of order 1), but here exp underflows to exact zeros, where
-# SwinIR's are subnormal floats, which x86 CPUs multiply many times slower: P V of one head at 128 px took 3.4 ms
-# with -100 and 0.6 ms with this (profile of `bench.py official --pairs attention_window`, 2026-12-07). Finite, not
-# -inf: a padded query whose real keys are all in other regions still gets a finite row (it is cropped away).
+# SwinIR's are subnormal floats, which some x86 CPUs multiply many times slower (measured in docs/performance.md).
+# Finite, not -inf: a padded query whose real keys are all in other regions still gets a finite row (it is cropped
+# away).
 REGION_MASK_VALUE = -1e4
 
 
