@@ -8,8 +8,8 @@ from a ``--data-root`` flag, else ``$SANDBOX_DATA`` (:func:`data_root`), and fil
     python -m sandbox data list [--data-root DIR]
 
 :func:`fetch` downloads every file from its source repository at a pinned commit (:mod:`sandbox.data_sources`)
-with pooch, which retries dropped connections and moves a file into place only after its sha256 matched the
-checksum embedded in this package. Without a data root, :func:`embedded_images`
+with pooch, which retries dropped connections (the transfer resumes) and moves a file into place only after its
+sha256 matched the checksum embedded in this package. Without a data root, :func:`embedded_images`
 gives scikit-image's bundled photographs, a smoke-test default whose numbers are not comparable to published tables.
 
     >>> from sandbox.data import data_root, list_images, read_image
@@ -405,7 +405,7 @@ def verify(root: str | os.PathLike, sets: str | Iterable[str] | None = None) -> 
 
 
 # ------------------------------------------------------------------------------------------------------------- fetch
-CHUNK = 1 << 16
+CHUNK = 1 << 14  # bytes per read: a connection cut mid-read loses at most this much of the part
 TIMEOUT_S = 60.0
 RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}  # statuses worth another attempt; any other fails at once
 USER_AGENT = "mixer-sandbox-data-fetch"
@@ -429,9 +429,8 @@ class FetchReport:
 class _Progress:
     """Two tqdm bars (files, bytes) when ``enabled`` and tqdm is installed, and the byte count of ``report``.
 
-    It is also the progress object pooch's ``HTTPDownloader`` drives during each attempt: pooch sets ``total``, calls
-    ``update(chunk_size)`` per chunk (the last one is usually shorter) and, once the body is complete, ``reset()`` then
-    ``update(total)``, so a complete attempt counts exactly; ``close()`` ends the attempt.
+    The downloader calls ``update(n)`` per chunk received, ``skip(n)`` for the bytes a resumed download already had
+    (they move the bar, not the count of bytes received) and ``close()`` at the end of each attempt.
     """
 
     def __init__(self, report: FetchReport, enabled: bool, files: int, nbytes: int | None):
@@ -452,8 +451,9 @@ class _Progress:
         if self.bars:
             self.bars[1].update(n)
 
-    def reset(self) -> None:
-        self.update(-self.attempt_bytes)
+    def skip(self, n: int) -> None:
+        if self.bars and n:
+            self.bars[1].update(n)
 
     def close(self) -> None:
         self.attempt_bytes = 0
@@ -468,22 +468,28 @@ class _Progress:
 
 
 class _Downloader:
-    """pooch's ``HTTPDownloader`` for one file, counting its attempts; a status no retry can cure (404, 403, ...) and
-    a malformed URL raise :class:`SandboxError` at once, which pooch does not retry."""
+    """The downloader pooch calls for one file (``downloader=`` of ``Pooch.fetch``): an HTTP GET that resumes.
 
-    def __init__(self, progress: _Progress):
-        import pooch
+    The body is appended to ``part`` (``<file>.part`` beside the file), which outlives a dropped connection and a
+    killed process: the next attempt, pooch's retry or the next ``fetch``, asks for the rest with a ``Range`` header
+    (a server that ignores it sends the whole file, which is written from the start). When the body is complete,
+    ``part`` becomes pooch's output file, and pooch checks its sha256 and moves it into place; a copy that fails the
+    check is deleted by pooch, so its retry starts from nothing. A status no retry can cure (404, 403, ...) and a
+    malformed URL raise :class:`SandboxError` at once, which pooch does not retry; the attempts are counted.
+    """
 
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        self.http = pooch.HTTPDownloader(progressbar=progress, chunk_size=CHUNK, timeout=TIMEOUT_S, headers=headers)
-        self.attempts = 0
+    def __init__(self, progress: _Progress, part: Path):
+        self.progress, self.part, self.attempts = progress, part, 0
+        self.headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
 
     def __call__(self, url: str, output_file, pooch_instance, check_only: bool = False):
         import requests
 
+        if check_only:  # pooch asks whether the URL exists
+            return requests.head(url, headers=self.headers, timeout=TIMEOUT_S, allow_redirects=True).ok
         self.attempts += 1
         try:
-            return self.http(url, output_file, pooch_instance, check_only=check_only)
+            self._get(url)
         except requests.HTTPError as e:
             status = e.response.status_code if e.response is not None else None
             if status in RETRY_HTTP:
@@ -492,6 +498,27 @@ class _Downloader:
             raise SandboxError(f"download failed: {url} answered HTTP {status} {reason}".rstrip()) from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
             raise SandboxError(f"download failed: {url!r} is not a valid URL (check --mirror)") from None
+        finally:
+            self.progress.close()
+        os.replace(self.part, output_file)
+
+    def _get(self, url: str) -> None:
+        import requests
+
+        have = self.part.stat().st_size if self.part.is_file() else 0
+        headers = {**self.headers, "Range": f"bytes={have}-"} if have else self.headers
+        with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as r:
+            if r.status_code == 416 and have:  # the part is as long as the file, or longer: start again
+                self.part.unlink()
+                return self._get(url)
+            r.raise_for_status()
+            resumed = have > 0 and r.status_code == 206
+            self.progress.skip(have if resumed else 0)
+            self.part.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.part, "ab" if resumed else "wb") as f:
+                for chunk in r.iter_content(CHUNK):
+                    f.write(chunk)
+                    self.progress.update(len(chunk))
 
 
 def _reason(e: BaseException) -> str:
@@ -543,12 +570,12 @@ def fetch(
 ) -> FetchReport:
     """Download the files of ``sets`` (default: all; ``"weights"``: all weight files) into ``dest``, verified.
 
-    The transport is pooch's (``pooch.create`` over ``dest`` with each file's ``sha256:`` from the embedded checksums,
-    ``HTTPDownloader``): a file already present with the right sha256 is skipped; a missing one, or one with the wrong
-    sha256, is streamed to a temporary file beside it and moved into place only after its sha256 matched. A dropped
-    connection, a time-out, a transient HTTP status or a copy that fails its checksum is retried ``retries`` times
-    (pooch waits 1, 2, ... s between attempts), each time from the start: pooch does not resume, so an interrupted
-    download (a ``.part`` left by an earlier version of this downloader included) is downloaded again whole. Any
+    pooch does the bookkeeping (``pooch.create`` over ``dest`` with each file's ``sha256:`` from the embedded
+    checksums): a file already present with the right sha256 is skipped; a missing one, or one with the wrong
+    sha256, is downloaded and moved into place only after its sha256 matched. A dropped connection, a time-out, a
+    transient HTTP status or a copy that fails its checksum is retried ``retries`` times (pooch waits 1, 2, ... s
+    between attempts). The transfer (:class:`_Downloader`) resumes: an attempt cut off, here or in an earlier run,
+    continues from its ``<file>.part`` with a ``Range`` request; a copy that failed its checksum starts again. Any
     other failure raises :class:`SandboxError` naming the file. ``mirror`` defaults to ``$SANDBOX_DATA_MIRROR``,
     else ``https://raw.githubusercontent.com``. ``dest/SHA256SUMS`` lists the verified files.
     """
@@ -617,8 +644,7 @@ def _fetch_one(store, rel: str, report: FetchReport, bar: _Progress) -> None:
     import requests
 
     url = store.get_url(rel)
-    (report.dest / (rel + ".part")).unlink(missing_ok=True)  # left by an interrupted run of the earlier downloader
-    downloader = _Downloader(bar)
+    downloader = _Downloader(bar, report.dest / (rel + ".part"))  # resumes a part an interrupted run left
     try:
         store.fetch(rel, downloader=downloader)
     except ValueError:  # pooch's checksum mismatch, after its retries

@@ -179,11 +179,14 @@ def test_fetch_set12_retries_and_verifies(mirror, source_bytes, tmp_path):
     assert sorted(report.downloaded) == sorted(set(SET12))  # every file (the stale one replaced)
     assert report.refetched == [corrupt, dropped, busy]  # a failed checksum, a cut connection, a 503: one more try
     assert report.replaced == [stale]
-    for rel in (corrupt, dropped, busy):
-        assert mirror.requests_for(rel) == [None, None]  # pooch retries from the start
-    assert mirror.requests_for(partial) == [None]  # the partial file is downloaded again whole
+    for rel in (corrupt, busy):
+        assert mirror.requests_for(rel) == [None, None]  # a failed checksum or a 503: the retry starts from nothing
+    first, second = mirror.requests_for(dropped)
+    assert first is None and second.startswith("bytes=") and second != "bytes=0-"  # the cut transfer resumes
+    assert mirror.requests_for(partial) == [f"bytes={half}-"]  # and so does the part an earlier run left
     assert not _leftovers(dest)
-    assert report.bytes >= sum(len(source_bytes[r]) for r in SET12) + len(source_bytes[corrupt])
+    # every byte received once, plus the corrupt copy; the part's first half was not asked for again
+    assert report.bytes == sum(len(source_bytes[r]) for r in SET12) + len(source_bytes[corrupt]) - half
     sums = (dest / "SHA256SUMS").read_text().splitlines()
     assert sums == [f"{SOURCES[r].sha256}  {r}" for r in SET12]
 
@@ -199,8 +202,20 @@ def test_fetch_replaces_a_garbage_partial_file(mirror, source_bytes, tmp_path):
     part.parent.mkdir(parents=True)
     part.write_bytes(b"\0" * 5000)  # not a prefix of the file
     report = data.fetch(tmp_path, "Set12", mirror=mirror.url, progress=False)
+    assert rel in report.downloaded and report.refetched == [rel]  # resumed, failed its checksum, fetched again
+    assert mirror.requests_for(rel) == ["bytes=5000-", None]
+    assert (tmp_path / rel).read_bytes() == source_bytes[rel] and not _leftovers(tmp_path)
+
+
+def test_fetch_restarts_a_part_longer_than_the_file(mirror, source_bytes, tmp_path):
+    """A part as long as the file or longer gets 416 for its Range request: it is dropped and the file fetched whole."""
+    rel = SET12[3]
+    part = tmp_path / (rel + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(source_bytes[rel] + b"extra")
+    report = data.fetch(tmp_path, "Set12", mirror=mirror.url, progress=False)
     assert rel in report.downloaded and report.refetched == []
-    assert mirror.requests_for(rel) == [None]
+    assert mirror.requests_for(rel) == [f"bytes={len(source_bytes[rel]) + 5}-", None]
     assert (tmp_path / rel).read_bytes() == source_bytes[rel] and not _leftovers(tmp_path)
 
 
