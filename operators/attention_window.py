@@ -187,8 +187,9 @@ def from_windows(t: Tensor, window_size: int, shift: int, hp: int, wp: int) -> T
 
 
 # ------------------------------------------------------------------------------------------- attention core
-def window_attention(q: Tensor, kv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
-    """softmax(q k^T + bias + mask) v in every window and head. (W, N, C) q (scaled), (W, N, 2C) k then v, bias
+def window_attention(qkv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
+    """softmax(q k^T + bias + mask) v in every window and head. (W, N, 3C) q (scaled), k and v, channels (nH, d) in
+    each, bias
     (nH, N, N) shared by the windows (the relative-position bias, differentiable), mask (nW, N, N) per window and
     shared by the heads (constant: shift regions, padded keys) or None (W = B nW, windows outermost per batch item)
     -> (W, N, C), channels (nH, d).
@@ -199,22 +200,22 @@ def window_attention(q: Tensor, kv: Tensor, bias: Tensor, mask: Tensor | None, n
     CPU: :class:`_WindowAttentionCPU`. Other devices: ``scaled_dot_product_attention`` (fused kernels where they
     apply) on head-split views.
     """
-    if q.device.type == "cpu":
-        return _WindowAttentionCPU.apply(q, kv, bias, mask, num_heads)
-    return window_attention_sdpa(q, kv, bias, mask, num_heads)
+    if qkv.device.type == "cpu":
+        return _WindowAttentionCPU.apply(qkv, bias, mask, num_heads)
+    return window_attention_sdpa(qkv, bias, mask, num_heads)
 
 
-def window_attention_sdpa(q: Tensor, kv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
+def window_attention_sdpa(qkv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
     """:func:`window_attention` by ``F.scaled_dot_product_attention`` (any device; the path off the CPU)."""
-    wn, n, c = q.shape
+    wn, n, c3 = qkv.shape
+    c = c3 // 3
     nh, d = num_heads, c // num_heads
-    qh = q.view(wn, n, nh, d).transpose(1, 2)  # (W, nH, N, d)
-    k, v = kv.view(wn, n, 2, nh, d).permute(2, 0, 3, 1, 4).unbind(0)  # each (W, nH, N, d)
+    qh, k, v = qkv.view(wn, n, 3, nh, d).permute(2, 0, 3, 1, 4).unbind(0)  # each (W, nH, N, d)
     if mask is None:
         attn_mask = bias  # (nH, N, N), broadcast over the windows
     else:  # (nW, 1, N, N) + (nH, N, N) -> (nW, nH, N, N), repeated over the batch: (W, nH, N, N)
         attn_mask = (mask[:, None] + bias).repeat(wn // mask.shape[0], 1, 1, 1)
-    out = F.scaled_dot_product_attention(qh, k, v, attn_mask=attn_mask.to(q.dtype), scale=1.0)  # (W, nH, N, d)
+    out = F.scaled_dot_product_attention(qh, k, v, attn_mask=attn_mask.to(qkv.dtype), scale=1.0)  # (W, nH, N, d)
     return out.transpose(1, 2).reshape(wn, n, c)
 
 
@@ -232,9 +233,9 @@ def _bmm_into(dst: Tensor, a: Tensor, b: Tensor) -> None:
 class _WindowAttentionCPU(torch.autograd.Function):
     """:func:`window_attention` as one autograd node, head by head, reading q, k and v in place.
 
-    Each head's q, k and v are column blocks of the projections, (W, N, d) with a row stride of C or 2C, which the
-    batched GEMMs read directly: no copy splits heads, and the backward writes dq, dk, dv straight into two
-    gradient buffers shaped like q and kv. PyTorch's ``scaled_dot_product_attention`` on the CPU takes its math
+    Each head's q, k and v are column blocks of the projection, (W, N, d) with a row stride of 3C, which the
+    batched GEMMs read directly: no copy splits heads, and the backward writes dq, dk, dv straight into one gradient
+    buffer shaped like qkv. PyTorch's ``scaled_dot_product_attention`` on the CPU takes its math
     path whenever the mask needs a gradient (here the relative-position bias always does), which adds a
     ``-inf``-row guard (``all``/``where``/``isneginf`` passes over the logits) and needs head-split copies of q, k
     and v. Backward, per head with P = softmax(S) saved: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P))
@@ -245,13 +246,14 @@ class _WindowAttentionCPU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, kv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
-        wn, n, c = q.shape
+    def forward(ctx, qkv: Tensor, bias: Tensor, mask: Tensor | None, num_heads: int) -> Tensor:
+        wn, n, c3 = qkv.shape
+        c = c3 // 3
         d = c // num_heads
-        out = q.new_empty(wn, n, c)
+        out = qkv.new_empty(wn, n, c)
         probs = []
         for h in range(num_heads):
-            qh, kh, vh = q[..., h * d : (h + 1) * d], kv[..., h * d : (h + 1) * d], kv[..., c + h * d : c + (h + 1) * d]
+            qh, kh, vh = (qkv[..., o + h * d : o + (h + 1) * d] for o in (0, c, 2 * c))  # (W, N, d) each
             logits = torch.baddbmm(bias[h], qh, kh.transpose(1, 2))  # (W, N, N): q k^T + bias, one GEMM
             if mask is not None:
                 logits.view(-1, *mask.shape).add_(mask)  # (B, nW, N, N) += (nW, N, N)
@@ -263,34 +265,35 @@ class _WindowAttentionCPU(torch.autograd.Function):
                 out[..., h * d : (h + 1) * d] = torch.bmm(p, vh)  # (W, N, d)
             probs.append(p)
         ctx.num_heads = num_heads
-        ctx.save_for_backward(q, kv, out, *probs)  # out: the next linear holds it anyway
+        ctx.save_for_backward(qkv, out, *probs)  # out: the next linear holds it anyway
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        q, kv, out, *probs = ctx.saved_tensors
-        wn, n, c = q.shape
+        qkv, out, *probs = ctx.saved_tensors
+        wn, n, c3 = qkv.shape
+        c = c3 // 3
         nh = ctx.num_heads
         d = c // nh
         grad = grad.contiguous()
         rowsum = (grad * out).view(wn, n, nh, d).sum(-1)  # (W, N, nH): rowsum(dP * P) of every head
-        dq, dkv = torch.empty_like(q), torch.empty_like(kv)
-        d_bias = q.new_zeros(nh, n, n) if ctx.needs_input_grad[2] else None
+        dqkv = torch.empty_like(qkv)
+        d_bias = qkv.new_zeros(nh, n, n) if ctx.needs_input_grad[1] else None
         step = -(-wn // BACKWARD_CHUNKS)
         for h, p in enumerate(probs):
-            cq, ck, cv = slice(h * d, (h + 1) * d), slice(h * d, (h + 1) * d), slice(c + h * d, c + (h + 1) * d)
+            cq, ck, cv = (slice(o + h * d, o + (h + 1) * d) for o in (0, c, 2 * c))
             for w0 in range(0, wn, step):
                 rows = slice(w0, w0 + step)
                 ph, g = p[rows], grad[rows, :, cq]  # (w, N, N), (w, N, d)
-                _bmm_into(dkv[rows, :, cv], ph.transpose(1, 2), g)  # dV
-                ds = torch.bmm(g, kv[rows, :, cv].transpose(1, 2))  # (w, N, N): dP
+                _bmm_into(dqkv[rows, :, cv], ph.transpose(1, 2), g)  # dV
+                ds = torch.bmm(g, qkv[rows, :, cv].transpose(1, 2))  # (w, N, N): dP
                 ds.sub_(rowsum[rows, :, h, None]).mul_(ph)  # dS = P * (dP - rowsum), in dP's buffer
-                _bmm_into(dq[rows, :, cq], ds, kv[rows, :, ck])  # dQ
-                _bmm_into(dkv[rows, :, ck], ds.transpose(1, 2), q[rows, :, cq])  # dK
+                _bmm_into(dqkv[rows, :, cq], ds, qkv[rows, :, ck])  # dQ
+                _bmm_into(dqkv[rows, :, ck], ds.transpose(1, 2), qkv[rows, :, cq])  # dK
                 if d_bias is not None:
                     d_bias[h] += ds.sum(0)  # (N, N)
-        return dq, dkv, d_bias, None, None
+        return dqkv, d_bias, None, None
 
 
 @register_mixer(
@@ -309,7 +312,7 @@ class WindowAttention(nn.Module):
     ``relative_position_bias_table`` ((2ws-1)^2, nH); M_shift is SwinIR's region mask, computed on the padded size as
     SwinIR's ``calculate_mask`` would on that size, with :data:`REGION_MASK_VALUE` where SwinIR has -100 (the same
     softmax to fp32 rounding). The result is projected, rolled back and cropped. Roll and window partition are one
-    gather (:func:`to_windows`), and constants are folded into the projections (see :meth:`_projections`). When H
+    gather (:func:`to_windows`), and q's scale is folded into the projection (see :meth:`_projections`). When H
     and W are multiples of ``window_size`` this equals SwinIR's ``WindowAttention`` with its block's roll and mask on
     that size, values and gradients.
 
@@ -417,22 +420,14 @@ class WindowAttention(nn.Module):
         device = self.relative_position_bias_table.device
         return self._inference.get(self, (str(device), dtype), lambda: self._relative_bias().to(dtype))
 
-    def _projections(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-        """(q weight, q bias, k-v weight, proj bias) with the constants folded in.
-
-        - q rows scaled by 1 / sqrt(head_dim), so the logits come out scaled.
-        - k bias dropped: it adds q_i . b_k to every logit of row i, which the softmax cancels.
-        - v bias moved into proj's bias: the attention weights of a row sum to 1, so P (V + b_v) = P V + b_v, and
-          proj(P V + b_v) = proj(P V) + W_proj b_v.
-        The outputs and every gradient are those of SwinIR's layer (the k bias's gradient is zero there too).
-        """
+    def _projections(self) -> tuple[Tensor, Tensor | None]:
+        """qkv's weight (3C, C) and bias (3C,) with the q rows scaled by 1 / sqrt(head_dim), so that one product
+        gives the scaled logits' q beside k and v (SwinIR scales q after the product; the same to fp32 rounding)."""
         c = self.dim
         weight, bias = self.qkv.weight, self.qkv.bias  # (3C, C), (3C,)
-        scale = self.head_dim**-0.5
-        w_q, w_kv = weight[:c] * scale, weight[c:]  # (C, C), (2C, C)
-        b_q = bias[:c] * scale if bias is not None else None
-        b_proj = self.proj.bias if bias is None else torch.addmv(self.proj.bias, self.proj.weight, bias[2 * c :])
-        return w_q, b_q, w_kv, b_proj
+        scale = weight.new_ones(3 * c)
+        scale[:c] = self.head_dim**-0.5
+        return weight * scale[:, None], None if bias is None else bias * scale
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -443,12 +438,11 @@ class WindowAttention(nn.Module):
         if (hp, wp) != (h, w):
             x = F.pad(x, (0, wp - w, 0, hp - h))  # (B, C, Hp, Wp); content irrelevant (masked keys, cropped queries)
         tokens = to_windows(x, ws, s)  # (B, nW N, C): rolled by -s, window by window, row-major inside
-        w_q, b_q, w_kv, b_proj = self._projections()
-        q = F.linear(tokens, w_q, b_q).view(b * nw, n, c)  # (B nW, N, C), scaled
-        kv = F.linear(tokens, w_kv).view(b * nw, n, 2 * c)  # (B nW, N, 2C): k then v
-        bias = self._logit_bias(q.dtype)  # (nH, N, N)
-        mask = self._window_mask(h, w, q.device, q.dtype)  # (nW, N, N) or None
-        out = window_attention(q, kv, bias, mask, nh)  # (B nW, N, C), channels (nH, d)
-        out = F.linear(out.view(b, nw * n, c), self.proj.weight, b_proj)  # per token
+        w_qkv, b_qkv = self._projections()
+        qkv = F.linear(tokens, w_qkv, b_qkv).view(b * nw, n, 3 * c)  # (B nW, N, 3C): q (scaled), k, v
+        bias = self._logit_bias(qkv.dtype)  # (nH, N, N)
+        mask = self._window_mask(h, w, qkv.device, qkv.dtype)  # (nW, N, N) or None
+        out = window_attention(qkv, bias, mask, nh)  # (B nW, N, C), channels (nH, d)
+        out = self.proj(out.view(b, nw * n, c))  # per token
         y = from_windows(out, ws, s, hp, wp)  # (B, C, Hp, Wp), rolled back
         return y if (hp, wp) == (h, w) else y[:, :, :h, :w]

@@ -144,11 +144,10 @@ def test_window_gradients_match_naive_loop(h, w, ws, shift, dim, heads):
 @pytest.mark.parametrize("masked,nw", [(False, 3), (True, 3), (True, 1)])  # one window with a mask: (1, N, N)
 def test_window_attention_cpu_core_matches_sdpa(masked, nw, nh):
     """The head-by-head CPU node equals scaled_dot_product_attention (the path off the CPU): values and gradients
-    of q, k-v and the relative bias, with and without a per-window mask (-inf keys included), in float64."""
+    of qkv and the relative bias, with and without a per-window mask (-inf keys included), in float64."""
     torch.manual_seed(0)
     b, n, d = 2, 16, 4
-    q = torch.randn(b * nw, n, nh * d, dtype=torch.float64, requires_grad=True)
-    kv = torch.randn(b * nw, n, 2 * nh * d, dtype=torch.float64, requires_grad=True)
+    qkv = torch.randn(b * nw, n, 3 * nh * d, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(nh, n, n, dtype=torch.float64, requires_grad=True)
     mask = None
     if masked:
@@ -157,12 +156,12 @@ def test_window_attention_cpu_core_matches_sdpa(masked, nw, nh):
     g = torch.randn(b * nw, n, nh * d, dtype=torch.float64)
     results = []
     for fn in (aw.window_attention, aw.window_attention_sdpa):
-        out = fn(q, kv, bias, mask, nh)
-        grads = torch.autograd.grad(out, (q, kv, bias), g)
+        out = fn(qkv, bias, mask, nh)
+        grads = torch.autograd.grad(out, (qkv, bias), g)
         results.append((out, *grads))
     for ours, ref in zip(*results):
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
-    assert torch.autograd.gradcheck(lambda *t: aw.window_attention(*t, mask, nh), (q, kv, bias))
+    assert torch.autograd.gradcheck(lambda *t: aw.window_attention(*t, mask, nh), (qkv, bias))
 
 
 @pytest.mark.parametrize("shift", [0, 3])
