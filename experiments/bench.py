@@ -45,7 +45,6 @@ How things are measured:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import gc
 import io
@@ -59,7 +58,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout
@@ -73,6 +72,7 @@ from sandbox import enable_huge_pages  # noqa: E402
 from sandbox.cli import add_plugin_arg, markdown_table, run_main, split_specs, stamped_dir  # noqa: E402
 from sandbox.errors import OptionError  # noqa: E402
 from sandbox.utils import human as _human  # noqa: E402  ('-' for None)
+from sandbox.utils import stderr_silenced  # noqa: E402
 
 MIN_SAMPLE_SECONDS = 0.01  # a timing sample repeats the call until it lasts this long (then reports per call)
 MAX_CALLS_PER_SAMPLE = 1000
@@ -154,24 +154,6 @@ def time_call(
     return statistics.median(samples)
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null: libkineto prints 'profiler_start/stop' lines there on every profile."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (some embedded interpreters): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _profiled_cpu_peak(fn: Callable[[], Any]) -> int:
     """Peak bytes of the CPU allocator during one call of ``fn``, above what was allocated before it.
 
@@ -180,7 +162,7 @@ def _profiled_cpu_peak(fn: Callable[[], Any]) -> int:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
@@ -216,7 +198,7 @@ def profile_ops(fn: Callable[[], Any], calls: int) -> dict[str, float]:
     sum of all operators under ``"(all operators)"``."""
     from torch.profiler import ProfilerActivity, profile
 
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(calls):
             fn()
     ops = {e.key: e.self_cpu_time_total / 1e3 / calls for e in prof.key_averages()}

@@ -20,7 +20,6 @@ gives scikit-image's bundled photographs, a smoke-test default whose numbers are
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import logging
@@ -36,7 +35,7 @@ import numpy as np
 
 from .data_sources import DEFAULT_MIRROR, SOURCES, set_of
 from .errors import OptionError, SandboxError, UnknownNameError
-from .utils import write_text_atomic
+from .utils import stderr_silenced, write_text_atomic
 
 __all__ = [
     "ALL_SETS",
@@ -191,24 +190,6 @@ def _cv2():
     return cv2
 
 
-@contextlib.contextmanager
-def _decoder_stderr_silenced():
-    """Discard what C libraries write to file descriptor 2 (libpng prints ``libpng error: ...`` there itself when it
-    meets a corrupt file, before OpenCV returns None), so that the one-line error is all the user sees."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr descriptor to redirect
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def imread(path: str | os.PathLike, flags: int) -> np.ndarray:
     """``cv2.imread`` with one-line errors: cv2 returns None (and its decoders may print to stderr) instead of
     raising; what the decoders print is discarded."""
@@ -218,7 +199,7 @@ def imread(path: str | os.PathLike, flags: int) -> np.ndarray:
         raise SandboxError(f"image {str(path)!r} does not exist")
     if not os.access(path, os.R_OK):
         raise SandboxError(f"image {str(path)!r} is not readable (permissions)")
-    with _decoder_stderr_silenced():
+    with stderr_silenced():  # libpng prints its own error line for a corrupt file
         img = cv2.imread(str(path), flags)
     if img is None or img.size == 0:
         raise SandboxError(f"image {str(path)!r} could not be decoded (corrupt, truncated or not an image)")

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -46,6 +47,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block: for what C libraries print there themselves (libpng's
+    'libpng error' on a corrupt file, libkineto's profiler lines), which Python's ``sys.stderr`` cannot catch."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr descriptor (some embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
