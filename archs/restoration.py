@@ -171,13 +171,6 @@ def _resolve_mixer(spec: Any, index: int, cfg: IRConfig) -> tuple[str, dict[str,
     return name, {**options, **mixer_block_defaults(name, index, cfg, options)}
 
 
-def _lcm(values: Sequence[int]) -> int:
-    out = 1
-    for v in values:
-        out = out * v // math.gcd(out, v)
-    return out
-
-
 class RestorationNet(nn.Module):
     """SwinIR-topology restoration network with a plug-in token mixer. Maps (B, C_in, H, W) -> (B, C_in, H, W).
 
@@ -236,7 +229,7 @@ class RestorationNet(nn.Module):
         self.conv_after_body = nn.Conv2d(dim, dim, 3, padding=1)
         self.conv_last = nn.Conv2d(dim, cfg.in_chans * s * s, 3, padding=1)
 
-        self.pad_multiple = s * _lcm([int(m) for m in multiples])  # the mixers' multiples hold in the body
+        self.pad_multiple = s * math.lcm(*(int(m) for m in multiples))  # the mixers' multiples hold in the body
         self.apply(_init_weights)
 
     def blocks(self) -> Iterator[MixerBlock]:

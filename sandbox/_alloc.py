@@ -3,7 +3,7 @@
 PyTorch's CPU allocator backs blocks of 2 MB and more with transparent huge pages when ``THP_MEM_ALLOC_ENABLE=1``
 (it aligns them to 2 MB and calls ``madvise(MADV_HUGEPAGE)``). Without it every fresh activation is faulted in 4 KB
 at a time, which makes elementwise ops on fresh outputs and large-image inference markedly slower on CPU (the
-README's benchmark section quotes the measurement). The kernel must allow it
+measurements are in docs/benchmarks.md). The kernel must allow it
 (``/sys/kernel/mm/transparent_hugepage/enabled``: ``always`` or ``madvise``); elsewhere the setting does nothing.
 
 PyTorch reads the variable once, at the first CPU allocation of the process, so :func:`enable_huge_pages` must run

@@ -410,12 +410,12 @@ class FetchReport:
 class _Progress:
     """Two tqdm bars (files, bytes) when ``enabled`` and tqdm is installed, and the byte count of ``report``.
 
-    The downloader calls ``update(n)`` per chunk received, ``skip(n)`` for the bytes a resumed download already had
-    (they move the bar, not the count of bytes received) and ``close()`` at the end of each attempt.
+    The downloader calls ``update(n)`` per chunk received and ``skip(n)`` for the bytes a resumed download already
+    had (they move the bar, not the count of bytes received).
     """
 
     def __init__(self, report: FetchReport, enabled: bool, files: int, nbytes: int | None):
-        self.report, self.bars, self.total, self.attempt_bytes = report, [], None, 0
+        self.report, self.bars = report, []
         if enabled and files:
             try:
                 from tqdm import tqdm
@@ -427,7 +427,6 @@ class _Progress:
             ]
 
     def update(self, n: int) -> None:
-        self.attempt_bytes += n
         self.report.bytes += n
         if self.bars:
             self.bars[1].update(n)
@@ -435,9 +434,6 @@ class _Progress:
     def skip(self, n: int) -> None:
         if self.bars and n:
             self.bars[1].update(n)
-
-    def close(self) -> None:
-        self.attempt_bytes = 0
 
     def file_done(self) -> None:
         if self.bars:
@@ -479,8 +475,6 @@ class _Downloader:
             raise SandboxError(f"download failed: {url} answered HTTP {status} {reason}".rstrip()) from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
             raise SandboxError(f"download failed: {url!r} is not a valid URL (check --mirror)") from None
-        finally:
-            self.progress.close()
         os.replace(self.part, output_file)
 
     def _get(self, url: str) -> None:
