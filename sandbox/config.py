@@ -348,14 +348,16 @@ def add_config_flags(
     flag in ``CONFIG_FLAGS_ATTR``.
     """
     hints = typing.get_type_hints(RunConfig)
+    fields = flag_fields(exclude)
     groups: dict[str, Any] = {}
-    parser.set_defaults(**{CONFIG_FLAGS_ATTR: tuple(f.name for f in flag_fields(exclude))})
-    for f in flag_fields(exclude):
+    parser.set_defaults(**{CONFIG_FLAGS_ATTR: tuple(f.name for f in fields)})
+    for f in fields:
         key = f.metadata["group"]
-        group = groups.get(key) or groups.setdefault(key, parser.add_argument_group(key))
+        if key not in groups:
+            groups[key] = parser.add_argument_group(key)
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
         shown = f" (default: {default})" if default is not None else ""
-        group.add_argument(
+        groups[key].add_argument(
             flag_of(f.name),
             dest=f.name,
             type=_flag_type(f, hints[f.name]),
@@ -408,12 +410,12 @@ def command_overrides(
     :func:`add_config_flags` and ``extra`` (what the command's other flags set, e.g. ``plugins`` from ``--plugin``),
     then ``--set`` items (``arch_options`` merged key by key). ``reserved`` maps the keys the command sets itself to
     the reason given when the file or ``--set`` names one; their flags are not read."""
-    overrides = dict(load_config_file(config_file)) if config_file else {}
-    taken = [k for k in (reserved or {}) if k in overrides]
+    reserved = reserved or {}
+    overrides = load_config_file(config_file) if config_file else {}
+    taken = [k for k in reserved if k in overrides]
     if taken:
-        why = (reserved or {})[taken[0]]
-        raise OptionError(f"config file {config_file!r} sets {', '.join(map(repr, taken))}; {why}")
-    overrides.update(flag_overrides(args, exclude=tuple(reserved or ())))
+        raise OptionError(f"config file {config_file!r} sets {', '.join(map(repr, taken))}; {reserved[taken[0]]}")
+    overrides.update(flag_overrides(args, exclude=tuple(reserved)))
     overrides.update(extra or {})
     parsed = parse_set(sets, reserved)
     if isinstance(overrides.get("arch_options"), dict) and "arch_options" in parsed:
