@@ -89,11 +89,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from sandbox.data import data_root
     from sandbox.errors import OptionError
-    from sandbox.evaluate import classical_restorer, evaluate, load_network, network_restorer, write_text_atomic
+    from sandbox.evaluate import classical_restorer, evaluate, load_network, network_restorer
     from sandbox.plugins import load_plugins
     from sandbox.registry import build_task
     from sandbox.tasks import check_network_channels
-    from sandbox.utils import resolve_device
+    from sandbox.utils import resolve_device, write_text_atomic
 
     load_plugins(args.plugin)
     options = {}
@@ -269,8 +269,8 @@ def _fresh(out: Path) -> Path:
 
 def _report_pairs(runs: dict, args, out: Path, task_text: str | None) -> int:
     """The paired table of every evaluation set, printed and written to ``<out>/paired.md`` (+ forest plots)."""
-    from sandbox.evaluate import write_text_atomic
     from sandbox.stats import compare, forest_plot, read_set_names, runs_table
+    from sandbox.utils import write_text_atomic
 
     first = next(iter(next(iter(runs.values())).values()))
     sections = []

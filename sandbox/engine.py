@@ -51,7 +51,7 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 from torch import nn
 
-from .config import RunConfig, config_dict
+from .config import RunConfig, config_dict, load_config_file
 from .errors import SandboxError
 from .measure import MACS_SIZE, crops_png, infer_ms_per_mpx, results_markdown, validate
 from .optim import (
@@ -87,12 +87,12 @@ from .train_config import (
     build_network,
     build_task_from,
     check_config,
-    load_config_file,
     quick_eval_sets,
     read_run_config,
     resolve_run,
     write_config,
 )
+from .utils import human, write_text_atomic
 
 # names other modules and the tests import from sandbox.engine, kept where they moved (re-exports)
 _Events = Events
@@ -365,7 +365,6 @@ def _restore_state(ckpt: dict, state: LoopState, ema: EMA | None, net: nn.Module
 
 def _summary(setup: RunSetup, run: _Run, step: int, params: int, data_desc: str) -> str:
     """The lines printed when a run starts: network, task, data, training settings."""
-    from .complexity import human
     from .data import EMBEDDED_NOTE
 
     config, eval_sets, spec = run.config, setup.eval_sets, run.arch_spec
@@ -605,7 +604,7 @@ def _final_evaluation(
     """Evaluate the EMA (or the final) weights on the eval sets; write per_image.csv, crops.png, results.json and
     results.md; log the ``final`` event."""
     from .complexity import count_macs
-    from .evaluate import PER_IMAGE_FILE, evaluate, network_restorer, write_text_atomic
+    from .evaluate import PER_IMAGE_FILE, evaluate, network_restorer
 
     task, device, net, run_dir = run.task, run.device, run.eval_net, run.run_dir
     result = evaluate(network_restorer(net, device), task, eval_sets, root, method=run_dir.name, progress=progress)

@@ -27,7 +27,7 @@ from torch import nn
 
 from .errors import OptionError, SandboxError
 from .inference import self_ensemble, tiled_forward
-from .utils import atomic_path, write_text_atomic  # write_text_atomic re-exported: the engine and the sweep use it
+from .utils import atomic_path, write_text_atomic  # write_text_atomic re-exported: the sweep and reproduce.py use it
 
 __all__ = [
     "EvalResult",

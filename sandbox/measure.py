@@ -13,7 +13,7 @@ from torch import nn
 
 from .errors import SandboxError
 from .pipeline import crop_centre
-from .utils import atomic_path
+from .utils import atomic_path, human
 
 __all__ = ["MACS_SIZE", "validate", "crops_png", "infer_ms_per_mpx", "results_markdown"]
 
@@ -85,8 +85,6 @@ def infer_ms_per_mpx(net: nn.Module, channels: int, device: torch.device, repeat
 
 def results_markdown(result: Any, table: str, task: str, note: str = "") -> str:
     """The results.md text: the per-set table, then the network's size and speed."""
-    from .complexity import human
-
     weights = "EMA" if result.config.ema > 0 else "final"
     lines = [
         f"# {result.run_dir.name}",

@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import LOSSES, RunConfig, apply_overrides, config_dict, load_config_file
 from .errors import OptionError, SandboxError, check_choice, check_int, check_positive
+from .utils import write_text_atomic
 
 __all__ = [
     "CONFIG_FILE",
@@ -30,7 +31,6 @@ __all__ = [
     "build_task_from",
     "quick_eval_sets",
     "build_network",
-    "load_config_file",
     "read_run_config",
     "write_config",
     "same_json",
@@ -224,8 +224,6 @@ def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
     import yaml
-
-    from .evaluate import write_text_atomic
 
     text = "# resolved RunConfig of this run (sandbox.engine); resume with experiments/run.py --resume <run dir>\n"
     write_text_atomic(run_dir / CONFIG_FILE, text + yaml.safe_dump(config_dict(config), sort_keys=False))
