@@ -110,14 +110,12 @@ __all__ = [
     "load_config_file",
     "read_run_config",
     "quick_eval_sets",
-    "results_markdown",
     "PatchBatches",
     "step_seed",
     "lr_factor",
     "use_bf16",
     "cpu_has_bf16",
     "BF16_CPU_NOTE",
-    "MACS_SIZE",
     "SHAPE_KEYS",
 ]
 
