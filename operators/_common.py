@@ -230,9 +230,10 @@ class _DepthwiseConv2d(torch.autograd.Function):
     convolutions:
 
     - grad_x = ``conv_transpose2d(g, w)``, the adjoint of the forward;
-    - grad_w[c] = sum_b xpad[b, c] (cross-correlated with) g[b, c]: one grouped ``conv2d`` with the C channels as
-      groups, the B images as the input channels of each group and g as an (H_out, W_out) kernel; its output is
-      the (K_h, K_w) weight gradient.
+    - grad_w[c] = sum_b xpad[b, c] (cross-correlated with) g[b, c]: one grouped ``conv2d`` with the B C (image,
+      channel) planes as groups of one input channel each and g as their (H_out, W_out) kernels, whose (B, C, K_h,
+      K_w) output is summed over the batch (in fp32 at least). With the C channels as groups and the B images as
+      the input channels of each, oneDNN took 4 to 13 times as long at batch 4 and 8 (docs/common_layers.md).
 
     Autocast is honoured as by ``F.conv2d`` (``custom_fwd``/``custom_bwd``); the gradients keep the inputs' dtypes.
     """
@@ -255,9 +256,11 @@ class _DepthwiseConv2d(torch.autograd.Function):
             grad_x = F.conv_transpose2d(grad, weight.to(grad.dtype), padding=ctx.padding, groups=c).to(x.dtype)
         if ctx.needs_input_grad[1]:
             xp = F.pad(x.to(grad.dtype), (pw, pw, ph, ph))  # (B, C, H + 2 ph, W + 2 pw)
-            xp = xp.transpose(0, 1).reshape(1, c * b, *xp.shape[-2:])  # (1, C B, ...): group c holds its B images
-            grad_w = F.conv2d(xp, grad.transpose(0, 1), groups=c)  # (1, C, K_h, K_w); kernel (C, B, H_out, W_out)
-            grad_w = grad_w.reshape(weight.shape).to(weight.dtype)
+            planes = xp.reshape(1, b * c, *xp.shape[-2:])  # (1, B C, ...): one group per (image, channel) plane
+            kernels = grad.reshape(b * c, 1, *grad.shape[-2:])  # (B C, 1, H_out, W_out)
+            per_image = F.conv2d(planes, kernels, groups=b * c)  # (1, B C, K_h, K_w)
+            acc = torch.promote_types(per_image.dtype, torch.float32)  # bf16/fp16 partials summed in fp32
+            grad_w = per_image.view(b, *weight.shape).sum(0, dtype=acc).to(weight.dtype)  # (C, 1, K_h, K_w)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3)).to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None
@@ -267,7 +270,7 @@ class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``: the same module, parameters and state_dict keys, with the
     backward of :class:`_DepthwiseConv2d` on CPU for kernels larger than 3 x 3 whenever a gradient is needed (CUDA,
     inference and 3 x 3 kernels keep PyTorch's own path: its 3 x 3 backward is the faster one, the hand-written one
-    wins for larger kernels at small batches; measurements in docs/common_layers.md).
+    wins for larger kernels at any batch; measurements in docs/common_layers.md).
     """
 
     def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
