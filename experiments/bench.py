@@ -1219,28 +1219,77 @@ def _mb(value: float | None) -> int | None:
 
 
 PROFILE_TOP = 12  # operators per side listed in profile.md
+# The operators that do a cell's arithmetic: dense products, convolutions and FFTs (scipy's DCT runs inside our
+# autograd node of that name). Our own time in them bounds what any rewrite of the rest can reach (see ceiling()).
+PRODUCT_OPS = frozenset(
+    {
+        "aten::mm",
+        "aten::bmm",
+        "aten::addmm",
+        "aten::baddbmm",
+        "aten::mkldnn_convolution",
+        "aten::convolution_backward",
+        "aten::_slow_conv2d_forward",
+        "aten::_slow_conv2d_backward",
+        "aten::_fft_r2c",
+        "aten::_fft_c2r",
+        "aten::_fft_c2c",
+        "_ScipyHeat",
+        "_ScipyDCT2",
+    }
+)
+
+
+def ceiling(off: dict[str, float], ours: dict[str, float]) -> tuple[float, float | None]:
+    """(our ms in :data:`PRODUCT_OPS`, the ratio ceiling official total / that): the official / ours ratio this
+    design could reach if everything but its products took no time. A target above the ceiling needs fewer or faster
+    products (other algorithms or kernels), not less overhead."""
+    products = sum(t for k, t in ours.items() if k in PRODUCT_OPS)
+    return products, (off["(all operators)"] / products if products > 0 else None)
+
+
+def _cell_title(row: dict[str, Any]) -> str:
+    mode = PAIR_MODES.get(row["mode"], NET_MODES.get(row["mode"]))[0]
+    return f"{row['pair']} vs {row['official']}, {row['size']} px, {row['threads']} thread(s), {mode}"
 
 
 def profile_markdown(rows: Sequence[dict[str, Any]], calls: int) -> str:
-    """``profile.md``: per pair, size, thread count and mode, the operators with the most self CPU time on either
-    side (ms per call, official and ours), so a ratio can be traced to the operators behind it."""
+    """``profile.md``: a summary of every cell's ratio, target and ceiling (:func:`ceiling`), then per pair, size,
+    thread count and mode the operators with the most self CPU time on either side (ms per call, official and ours),
+    so a ratio can be traced to the operators behind it."""
+    rows = [r for r in rows if r.get("profiles")]
     lines = [
         "# Where the time goes: operators, official and ours",
         "",
         f"Self CPU time per call (ms) from `torch.profiler` over {calls} calls per side, after the timed rounds; the "
         f"{PROFILE_TOP} operators with the most time on either side, and all operators summed (the profiler adds "
         "its own overhead per operator, so the sums exceed the timed medians).",
+        "",
+        "**Ceiling**: the official operators' total divided by our time in products (matrix products, convolutions, "
+        "FFTs: " + ", ".join(f"`{k}`" for k in sorted(PRODUCT_OPS)) + "). It is the ratio our design would reach if "
+        "everything but its products took no time; a target above it cannot be met by removing overhead, only by "
+        "fewer or faster products.",
+        "",
+        "| cell | ratio | target | our products ms | ours total ms | ceiling | target above ceiling |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        if not row.get("profiles"):
-            continue
+        off, ours = row["profiles"]
+        products, top_ratio = ceiling(off, ours)
+        target = OFFICIAL_TARGETS.get(row["pair"], {}).get(row["mode"])
+        above = "" if target is None or top_ratio is None else ("**yes**" if target > top_ratio else "no")
+        lines.append(
+            f"| {_cell_title(row)} | {row['ratio']:.2f} | {'' if target is None else f'{target:.1f}'} | "
+            f"{products:.3f} | {ours['(all operators)']:.3f} | {'' if top_ratio is None else f'{top_ratio:.2f}'} | "
+            f"{above} |"
+        )
+    for row in rows:
         off, ours = row["profiles"]
         top = sorted(set(off) | set(ours), key=lambda k: -max(off.get(k, 0.0), ours.get(k, 0.0)))
         top = [k for k in top if k != "(all operators)"][:PROFILE_TOP] + ["(all operators)"]
         lines += [
             "",
-            f"## {row['pair']} vs {row['official']}, {row['size']} px, {row['threads']} thread(s), "
-            f"{PAIR_MODES.get(row['mode'], NET_MODES.get(row['mode']))[0]} (ratio {row['ratio']:.2f})",
+            f"## {_cell_title(row)} (ratio {row['ratio']:.2f})",
             "",
             "| operator | official ms | ours ms |",
             "|---|---:|---:|",

@@ -148,10 +148,19 @@ def test_profile_lists_the_operators_of_both_sides(standins, tmp_path):
     assert bench.main([*argv, "--out", str(out)]) == 0
     md = (out / "profile.md").read_text()
     assert md.count("## gfnet vs GlobalFilter, 16 px, 1 thread(s)") == 3  # one table per mode
-    table = md.split("forward+backward")[1]
+    table = md.split("## gfnet vs GlobalFilter, 16 px, 1 thread(s), forward+backward")[1]
     assert "`aten::_fft_r2c`" in table  # both sides transform: the FFT operators are listed
     total = [line for line in table.splitlines() if line.startswith("| `(all operators)`")][0]
     assert all(float(v) > 0 for v in total.strip("|").split("|")[1:])
+    # the summary: per cell, our time in products (here the FFTs) and the ceiling official total / that time
+    row = [
+        line for line in md.splitlines() if line.startswith("| gfnet vs GlobalFilter, 16 px, 1 thread(s), forward+b")
+    ]
+    _, ratio, target, products, ours_total, top, above = (v.strip() for v in row[0].strip("|").split("|"))
+    official_total = float(total.strip("|").split("|")[1])
+    assert 0 < float(products) <= float(ours_total)
+    assert float(top) == pytest.approx(official_total / float(products), rel=0.05)  # of rounded values
+    assert target == "1.5" and above == ("**yes**" if 1.5 > float(top) else "no")
     assert not (tmp_path / "plain" / "profile.md").exists()
     assert bench.main([*argv[:-2], "--out", str(tmp_path / "plain")]) == 0  # off by default
     assert not (tmp_path / "plain" / "profile.md").exists()
@@ -246,3 +255,11 @@ def test_a_mode_predicted_to_exceed_the_memory_limit_is_skipped(standins, tmp_pa
     assert rows[("16", "train")]["status"] == "" and rows[("32", "infer")]["status"] == ""
     assert rows[("32", "train")]["status"].startswith("n/a (predicted") and rows[("32", "train")]["ratio"] == ""
     assert "n/a (predicted" in (out / "results.md").read_text()
+
+
+def test_ceiling_counts_only_our_products():
+    """ceiling(): the official total over our time in products; overhead on our side does not lower it."""
+    off = {"aten::mm": 6.0, "aten::copy_": 4.0, "(all operators)": 10.0}
+    ours = {"aten::bmm": 2.0, "aten::_fft_r2c": 0.5, "aten::mul": 3.0, "(all operators)": 5.5}
+    assert bench.ceiling(off, ours) == (2.5, 4.0)
+    assert bench.ceiling(off, {"aten::mul": 1.0, "(all operators)": 1.0}) == (0.0, None)  # no products: no ceiling
