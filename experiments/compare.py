@@ -25,7 +25,8 @@ checked (its network is built) before anything is trained or written. Writes und
 - ``psnr_vs_params.png``: final PSNR against parameters;
 - ``crops_grid.png``: one crop of the first evaluation image, clean, degraded and restored by each mixer's best
   checkpoint (re-run here, so the crop is identical for every mixer);
-- ``runs/<i>_<mixer>[_seed<k>]/``: the run directories, each with its ``per_image.csv``; ``state.json``: progress,
+- ``runs/<i>_<mixer>[_seed<k>]/``: the run directories, each with its ``per_image.csv`` and its restored crop
+  (``crop_*.png``, kept when the run finishes so the grid rebuilds without checkpoints); ``state.json``: progress,
   rewritten after each run, read by ``--resume OUT`` (finished runs are skipped, an interrupted one is resumed from
   its ``last.pth``; a finished comparison only rebuilds its report, e.g. with another ``--baseline``).
 
@@ -452,10 +453,20 @@ def train_runs(cmp: Comparison, args: argparse.Namespace) -> int:
             return 130
         entry["status"] = "finished"
         _write_state(cmp.out, cmp.state)
+        keep_crop(cmp, record, args.crop)
         first = next(iter(record["final"].items()), None)
         score = f"PSNR {first[1].get('psnr', float('nan')):.2f} dB on {first[0]}, " if first else ""
         print(f"[{i}/{n}] {what}: {score}{record.get('step')} iterations (stopped: {record.get('stopped')})")
     return 0
+
+
+def keep_crop(cmp: Comparison, record: dict, crop: int) -> None:
+    """Restore the crop grid's window with a finished run's best checkpoint and keep it in the run directory
+    (:func:`sandbox.report.restored_crops`), so the grid rebuilds once the checkpoints are gone."""
+    from sandbox.report import restored_crops
+
+    if record.get("final"):
+        restored_crops([record], cmp.task, cmp.root, cmp.base.eval_sets, cmp.device, crop=crop)
 
 
 def train_one(cmp: Comparison, args: argparse.Namespace, entry: dict, cfg, prefix: str) -> dict | None:
@@ -589,13 +600,11 @@ def write_report(out: Path, state: dict, base, task, root, device, baseline: str
     write_leaderboard(leaderboard_rows(records), out, title=f"{title}: every run", stem="runs")  # runs.md / .csv
     plot_curves(records, out)
     plot_params([_mean_record(rows, sets, label) for label in dict.fromkeys(r["label"] for r in records)], out)
-    first_seed = [r for r in records if r["seed"] == seeds[0]] or records
-    missing_ckpt = [
-        r["label"] for r in first_seed if not (Path(str(r["run_dir"])) / "checkpoints" / "best.pth").is_file()
-    ]
-    if missing_ckpt:
-        print(f"crops_grid.png: no checkpoints/best.pth for {', '.join(missing_ckpt)}; left out", file=sys.stderr)
+    first_seed = [r for r in records if r["seed"] == seeds[0] and r.get("final")] or records
     panels, where = restored_crops(first_seed, task, root, base.eval_sets, device, crop=crop)
+    shown = {label.split("\n")[0] for label, _ in panels[2:]}  # after the clean and degraded panels
+    if missing_crop := [r["label"] for r in first_seed if r["label"] not in shown]:
+        print(f"crops_grid.png: no best checkpoint nor kept crop for {', '.join(missing_crop)}", file=sys.stderr)
     crops_grid(panels, out / "crops_grid.png", title=f"{where}, seed {seeds[0]}")
     print("\n" + "\n\n".join([f"# {title}", *printed]) + "\n")
     print(f"leaderboard: {md_path}, {csv_path.name} (per run: runs.csv)")

@@ -403,6 +403,22 @@ def _detail_window(gt: np.ndarray, size: int) -> tuple[int, int]:
     return int(iy * stride), int(ix * stride)
 
 
+def crop_file(set_name: str, image_name: str, y: int, x: int, h: int, w: int) -> str:
+    """The name a run keeps its restored crop under: ``crop_<set>_<image>_<y>_<x>_<h>x<w>.png``."""
+    from .utils import slug
+
+    return f"crop_{slug(set_name)}_{slug(Path(image_name).stem)}_{y}_{x}_{h}x{w}.png"
+
+
+def _read_png(path: Path, color: bool) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise SandboxError(f"could not read the kept crop {path}")
+    return img[..., ::-1].copy() if color else img
+
+
 def restored_crops(
     results: Sequence[Any],
     task: Any,
@@ -418,9 +434,11 @@ def restored_crops(
     by ``task.prepare_eval`` exactly as in the evaluation; the crop is the ``crop``-pixel window with the most detail.
     Each network is rebuilt from ``<run_dir>/checkpoints/best.pth`` and runs on the crop plus ``context`` pixels on
     every side (clipped to the image), so that any mixer fits in memory; the panel labels carry each crop's PSNR.
-    ``where`` names the image and the window. A result without a best checkpoint is left out.
+    Each restored crop is kept in its run directory as a small PNG named after the image and the window
+    (:func:`crop_file`) and read from there when the checkpoint is gone, so a report rebuilds from committed result
+    files alone. ``where`` names the image and the window. A result with neither is left out.
     """
-    from .evaluate import _images, load_network, network_restorer, to_uint8
+    from .evaluate import _images, _save_png, load_network, network_restorer, to_uint8
     from .metrics import psnr
 
     root = Path(data_root) if data_root is not None else None
@@ -435,15 +453,21 @@ def restored_crops(
     lq_crop = to_uint8(degraded[y : y + ch, x : x + cw])
     panels = [("clean", gt_crop), (f"degraded\n{psnr(lq_crop, gt_crop):.2f} dB", lq_crop)]
     for r in _records(results):
-        best = Path(str(r.get("run_dir") or "")) / "checkpoints" / "best.pth"
-        if not r.get("run_dir") or not best.is_file():
+        if not r.get("run_dir"):
             continue
-        net = load_network(None, str(best), task)
-        restore = network_restorer(net, device)
-        out = to_uint8(restore(degraded[y0:y1, x0:x1]))
-        out_crop = out[y - y0 : y - y0 + ch, x - x0 : x - x0 + cw]
+        run_dir = Path(str(r["run_dir"]))
+        kept, best = run_dir / crop_file(set_name, image_name, y, x, ch, cw), run_dir / "checkpoints" / "best.pth"
+        if best.is_file():
+            net = load_network(None, str(best), task)
+            out = to_uint8(network_restorer(net, device)(degraded[y0:y1, x0:x1]))
+            out_crop = out[y - y0 : y - y0 + ch, x - x0 : x - x0 + cw]
+            _save_png(kept, out_crop)
+            del net
+        elif kept.is_file():
+            out_crop = _read_png(kept, color=gt_crop.ndim == 3)
+        else:
+            continue
         panels.append((f"{r['label']}\n{psnr(out_crop, gt_crop):.2f} dB", out_crop))
-        del net
     where = f"{set_name}/{image_name} [{y}:{y + ch}, {x}:{x + cw}], {task.level}"
     return panels, where
 

@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -513,6 +514,15 @@ def test_two_seed_compare_end_to_end_with_the_real_engine(tmp_path):
     rows = {r["mixer"]: r for r in _read_csv(tmp_path / "cmp" / "leaderboard.csv")}
     assert rows["conv"]["seeds"] == "2" and rows["identity"]["embedded_delta"] != ""
     assert "Δ vs conv [95% CI]" in r.stdout and "0.05 dB needs" in r.stdout
+    # each finished run kept its restored crop: the report rebuilds, crops included, without any checkpoint
+    for run in runs:
+        assert len(list((tmp_path / "cmp" / "runs" / run).glob("crop_*.png"))) == 1
+        shutil.rmtree(tmp_path / "cmp" / "runs" / run / "checkpoints")
+    (tmp_path / "cmp" / "crops_grid.png").unlink()
+    again = _compare_cli("--resume", tmp_path / "cmp", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "no best checkpoint nor kept crop" not in again.stderr and (tmp_path / "cmp" / "crops_grid.png").is_file()
+    assert _read_csv(tmp_path / "cmp" / "leaderboard.csv") == list(rows.values())
 
 
 def test_default_output_folder_is_under_the_working_directory(tmp_path, fake_engine, monkeypatch):
