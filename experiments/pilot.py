@@ -65,9 +65,21 @@ def finished_runs(folder: Path) -> tuple[dict, dict[str, dict[int, Path]], dict[
         if entry.get("status") != "finished" or not record.get("final") or not per_image.is_file():
             continue
         runs.setdefault(entry["spec"], {})[int(entry["seed"])] = per_image
-        seconds = float(record.get("wall") or 0.0) + float(record.get("eval_seconds") or 0.0)
-        minutes.setdefault(entry["spec"], []).append(seconds / 60)
+        minutes.setdefault(entry["spec"], []).append(_run_seconds(per_image.parent, record) / 60)
     return state, runs, minutes
+
+
+def _run_seconds(run_dir: Path, record: dict) -> float:
+    """Training plus final evaluation seconds of a run: from its results.json (the engine's full record), else the
+    state's record (iterations / training speed when it has no wall time)."""
+    try:
+        record = {**record, **json.loads((run_dir / "results.json").read_text(encoding="utf-8"))}
+    except (OSError, ValueError):
+        pass
+    train = record.get("wall")
+    if train is None and record.get("train_iters_per_sec"):
+        train = float(record.get("step") or 0) / float(record["train_iters_per_sec"])
+    return float(train or 0.0) + float(record.get("eval_seconds") or 0.0)
 
 
 def design_rows(folder: Path, target: float) -> tuple[str, list[str], list[str]]:
