@@ -211,7 +211,7 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], base: str | os.PathL
     return markdown_table(header, body, align=align)
 
 
-_GENERAL = ("macs_g_per_mpx", "train_it_per_s", "infer_ms_per_mpx", "iters")  # CSV columns written with 6 digits
+_GENERAL = ("macs_g_per_mpx", "train_it_per_s", "infer_ms_per_mpx", "iters", "train_minutes")  # CSV: 6 digits
 
 
 def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
@@ -518,12 +518,21 @@ def setting_rows(records: Sequence[Any], comparisons: Mapping[str, Any] | None =
         row["train_it_per_s"] = mean([_num(r.get("train_iters_per_sec")) for r in scored])
         row["infer_ms_per_mpx"] = mean([_num(r.get("infer_ms_per_mpx")) for r in scored])
         row["iters"] = mean([_num(r.get("step")) for r in scored])
+        row["train_minutes"] = mean([_train_seconds(r) / 60 for r in scored])
         row["run_dirs"] = ";".join(str(r.get("run_dir") or "") for r in runs)
         rows.append(row)
     if sets:
         key = f"{sets[0]}_psnr"
         rows.sort(key=lambda row: (math.isnan(row[key]), -row[key] if not math.isnan(row[key]) else 0.0))
     return rows
+
+
+def _train_seconds(record: Mapping[str, Any]) -> float:
+    """A run's training wall time: its record's ``wall``, else the last logged event's (NaN without either)."""
+    if record.get("wall") is not None:
+        return _num(record["wall"])
+    history = record.get("history") or []
+    return _num(history[-1].get("wall")) if history else math.nan
 
 
 def setting_columns(sets: Sequence[str]) -> list[str]:
@@ -539,6 +548,7 @@ def setting_columns(sets: Sequence[str]) -> list[str]:
         "train_it_per_s",
         "infer_ms_per_mpx",
         "iters",
+        "train_minutes",
         "run_dirs",
     ]
 
@@ -553,7 +563,7 @@ def setting_markdown(rows: Sequence[Mapping[str, Any]], set_name: str, compariso
         header += comparison.columns()[:3]
     else:
         header += [f"{set_name} PSNR"]
-    header += ["SSIM", "seeds", "params", "MACs/Mpx (G)", "train it/s", "iters"]
+    header += ["SSIM", "seeds", "params", "MACs/Mpx (G)", "train it/s", "iters", "train min"]
     body = []
     for row in rows:
         name = row["mixer"]
@@ -573,6 +583,7 @@ def setting_markdown(rows: Sequence[Mapping[str, Any]], set_name: str, compariso
             _fmt(row.get("macs_g_per_mpx"), 2),
             _fmt(row.get("train_it_per_s"), 2),
             _fmt(row.get("iters"), 0),
+            _fmt(row.get("train_minutes"), 1),
         ]
         body.append(cells)
     table = markdown_table(header, body, align="rl" + "r" * (len(header) - 2))
