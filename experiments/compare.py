@@ -74,7 +74,7 @@ SETTING_FLAGS = {
     "config": "--config",
     "out": "--out",
 }
-RESUME_MAY_CHANGE = ("device",)  # RunConfig flags that --resume accepts
+RESUME_MAY_CHANGE = ("device", "data_root")  # RunConfig flags that --resume accepts (the data may have moved)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -307,7 +307,7 @@ def check_args(args: argparse.Namespace) -> None:
         if given:
             raise OptionError(
                 f"--resume takes the comparison's settings from its state.json; drop {', '.join(given)} "
-                "(only --device, --plugin, --baseline, --crop and --no-progress may change)"
+                "(only --device, --data-root, --plugin, --baseline, --crop and --no-progress may change)"
             )
 
 
@@ -322,14 +322,20 @@ def new_comparison(args: argparse.Namespace) -> Comparison:
 
 
 def resumed_comparison(args: argparse.Namespace) -> Comparison:
-    """The comparison of ``--resume OUT``, from its state.json (``--device`` and ``--plugin`` may change)."""
+    """The comparison of ``--resume OUT``, from its state.json (``--device``, ``--data-root`` and ``--plugin`` may
+    change; the runs are still paired only on identical degraded inputs, which the report checks image by image)."""
     from sandbox.config import RunConfig, apply_overrides
+    from sandbox.data import data_root
 
     out = Path(args.resume)
     state = _load_state(out)
     base = apply_overrides(RunConfig(), state["base_config"], "run config (state.json)")
     plugins = tuple(dict.fromkeys([*base.plugins, *(plugin_path(p) for p in args.plugin)]))
     base = dataclasses.replace(base, plugins=plugins, device=getattr(args, "device", None) or base.device)
+    if getattr(args, "data_root", None):  # the data moved (another machine): record where, for the --jobs children
+        state["base_config"]["data_root"] = str(data_root(args.data_root))
+        base = dataclasses.replace(base, data_root=state["base_config"]["data_root"])
+        _write_state(out, state)
     for m in state["mixers"]:
         m.setdefault("seed", base.seed)  # a version 1 state: one seed
     specs = list(dict.fromkeys(m["spec"] for m in state["mixers"]))

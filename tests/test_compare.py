@@ -542,6 +542,27 @@ def test_resume_refuses_run_setting_flags(tmp_path, fake_engine):
     assert compare.main(["--resume", str(out), "--device", "cpu", "--no-progress", "--crop", "40"]) == 0
 
 
+def test_resume_takes_a_moved_data_root(tmp_path, fake_engine):
+    """A comparison continued where its data lives elsewhere (another machine): --resume --data-root DIR records the
+    new root in state.json, where the --jobs children read it; a root that does not exist is one line."""
+
+    def data(root):
+        for name in ("Set12", "BSD68"):
+            (root / "benchmarks" / name).mkdir(parents=True)
+            cv2.imwrite(str(root / "benchmarks" / name / "01.png"), np.full((32, 32), 128, np.uint8))
+        return root
+
+    out, first, moved = tmp_path / "cmp", data(tmp_path / "a"), data(tmp_path / "b")
+    args = [a for a in ARGS if a != "--no-progress"]
+    assert compare.main(["--mixers", "conv", *args, "--data-root", str(first), "--out", str(out), "--no-progress"]) == 0
+    state = lambda: json.loads((out / "state.json").read_text())  # noqa: E731
+    assert state()["base_config"]["data_root"] == str(first.resolve())
+    assert compare.main(["--resume", str(out), "--data-root", str(moved), "--no-progress", "--crop", "40"]) == 0
+    assert state()["base_config"]["data_root"] == str(moved.resolve())
+    with pytest.raises(SandboxError, match="does not exist"):
+        compare.main(["--resume", str(out), "--data-root", str(tmp_path / "nowhere")])
+
+
 @pytest.mark.parametrize("device", [[], ["--device", "cpu"]])
 def test_jobs_children_get_the_device_only_when_given(tmp_path, fake_engine, monkeypatch, device):
     """The parent starts one `compare.py --resume OUT --only NAME` per run (its Popen stubbed here)."""
