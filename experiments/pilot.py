@@ -86,7 +86,7 @@ def design_rows(folder: Path, target: float) -> tuple[str, list[str], list[str]]
     """(title, mixer table lines, pair table lines) of one folder."""
     import numpy as np
 
-    from sandbox.stats import image_floor, paired_difference, resolvable_difference, runs_table, seeds_needed
+    from sandbox.stats import image_floor, resolvable_difference, runs_table, seeds_needed
 
     state, runs, minutes = finished_runs(folder)
     complete = {m: by_seed for m, by_seed in runs.items() if len(by_seed) >= 2}
@@ -105,21 +105,30 @@ def design_rows(folder: Path, target: float) -> tuple[str, list[str], list[str]]
                 f"{np.std(means, ddof=1):.3f} | {np.mean(minutes[mixer]):.1f} |"
             )
         for a, b in itertools.combinations(scores, 2):
-            seeds = sorted(set(scores[a]) & set(scores[b]))
-            images = sorted(set.intersection(*(set(scores[m][k]) for m in (a, b) for k in seeds)))
-            base = np.array([[scores[a][k][i] for i in images] for k in seeds])
-            other = np.array([[scores[b][k][i] for i in images] for k in seeds])
-            d = paired_difference(base, other, names=(b, a), seeds=seeds)
+            d = pair_difference(scores, a, b)
             sp = d.spread
             needed = seeds_needed(sp, target)
             resolves = " / ".join(f"{resolvable_difference(sp, n):.3f}" for n in SEED_COUNTS)
             pair_lines.append(
-                f"| {set_name} | `{b}` − `{a}` | {d.delta:+.3f} | {len(seeds)} x {len(images)} | "
+                f"| {set_name} | `{b}` − `{a}` | {d.delta:+.3f} | {len(d.seeds)} x {d.images} | "
                 f"{_sd(sp.var_seed)} | {_sd(sp.var_image)} | {math.sqrt(sp.var_resid):.3f} | "
                 f"{resolvable_difference(sp):.3f} | {resolves} | {image_floor(sp):.3f} | "
                 f"{needed if needed is not None else 'more images'} |"
             )
     return title, mixer_lines, pair_lines
+
+
+def pair_difference(scores: dict, a: str, b: str):
+    """``b - a`` paired on the seeds both have and the images every one of those runs has."""
+    import numpy as np
+
+    from sandbox.stats import paired_difference
+
+    seeds = sorted(set(scores[a]) & set(scores[b]))
+    images = sorted(set.intersection(*(set(scores[m][k]) for m in (a, b) for k in seeds)))
+    base = np.array([[scores[a][k][i] for i in images] for k in seeds])
+    other = np.array([[scores[b][k][i] for i in images] for k in seeds])
+    return paired_difference(base, other, names=(b, a), seeds=seeds)
 
 
 def _sets(per_image: Path) -> list[str]:
@@ -138,18 +147,14 @@ def pair_table(folder: Path, set_name: str) -> tuple[dict[str, float], dict[tupl
     interval excluding 0)."""
     import numpy as np
 
-    from sandbox.stats import holm, paired_difference, runs_table
+    from sandbox.stats import holm, runs_table
 
     _, runs, _ = finished_runs(folder)
     scores, _, _ = runs_table({m: s for m, s in runs.items() if s}, set_name)
     means = {m: float(np.mean([np.mean(list(v.values())) for v in by_seed.values()])) for m, by_seed in scores.items()}
     diffs = {}
     for a, b in itertools.combinations(scores, 2):
-        seeds = sorted(set(scores[a]) & set(scores[b]))
-        images = sorted(set.intersection(*(set(scores[m][k]) for m in (a, b) for k in seeds)))
-        base = np.array([[scores[a][k][i] for i in images] for k in seeds])
-        other = np.array([[scores[b][k][i] for i in images] for k in seeds])
-        diffs[(a, b)] = paired_difference(base, other, names=(b, a), seeds=seeds)
+        diffs[(a, b)] = pair_difference(scores, a, b)
     p_holm = dict(zip(diffs, holm([d.p for d in diffs.values()])))
     resolved = {k: (d.delta, p_holm[k] < 0.05 and not d.covers_zero and len(d.seeds) > 1) for k, d in diffs.items()}
     return means, resolved
